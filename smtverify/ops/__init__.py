@@ -1,0 +1,5 @@
+"""ONNX operators, one class each; importing this package registers them all."""
+from . import activation, arithmetic, conv, normalization, pooling, shape  # noqa: F401  (registration)
+from .base import REGISTRY, NodeSpec, Operator, supported_operators
+
+__all__ = ["REGISTRY", "NodeSpec", "Operator", "supported_operators"]
