@@ -238,6 +238,17 @@ def _infer_shapes(network: Network) -> None:
             layer.operator.sample_shape = layer.shape
 
 
+def _shapes_from_inference(model: onnx.ModelProto, network: Network) -> None:
+    """Layer shapes from ONNX's own shape inference, for a model that cannot run here."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+        layer = network.layers.get(info.name)
+        if layer is not None and info.type.tensor_type.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+            if None not in dims[int(network.native_batch):]:
+                layer.shape = tuple(dims[int(network.native_batch):])
+
+
 def _batch_is_safe(network: Network) -> bool:
     """True when running a batch gives each input exactly what running it alone gives."""
     rng = np.random.default_rng(_FOLD_SEED)

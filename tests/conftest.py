@@ -1,0 +1,55 @@
+"""Shared test helpers: the benchmark folder beside the project, and tiny ONNX models built inline."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "benchmarks"
+
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/benchmarks is not beside this clone")
+
+
+def benchmark_networks() -> list[Path]:
+    """Every distinct ONNX network under ../shared/benchmarks (empty when the folder is absent)."""
+    return sorted(SHARED.glob("*/onnx/*.onnx")) if SHARED.is_dir() else []
+
+
+def benchmark_instances(folder: str) -> list[tuple[Path, Path, float, str | None]]:
+    """(onnx, vnnlib, timeout, expected) rows of a benchmark folder's instances.csv."""
+    base = SHARED / folder
+    with open(base / "instances.csv", newline="") as handle:
+        return [((base / r["onnx"]).resolve(), (base / r["vnnlib"]).resolve(), float(r["timeout_s"]),
+                 r.get("expected")) for r in csv.DictReader(handle)]
+
+
+def make_model(nodes: list[onnx.NodeProto], input_shape: list, output: str = "y",
+               initializers: dict[str, np.ndarray] | None = None, opset: int = 13,
+               input_name: str = "x") -> onnx.ModelProto:
+    """A one-input, one-output float model with the given nodes and initializers."""
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v), name=k) for k, v in (initializers or {}).items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    # Declare the output's shape as ONNX infers it: the checker wants every output typed.
+    inferred = onnx.shape_inference.infer_shapes(model)
+    known = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    if known[output].type.tensor_type.HasField("shape"):
+        model.graph.output[0].CopyFrom(known[output])
+    else:
+        model.graph.output[0].type.tensor_type.shape.SetInParent()
+    return model
+
+
+def save(model: onnx.ModelProto, folder: Path, name: str = "model.onnx") -> Path:
+    path = folder / name
+    onnx.save(model, str(path))
+    return path
