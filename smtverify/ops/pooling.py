@@ -40,12 +40,14 @@ class AveragePool(_Pool):
             raise spec.fail("dilations are not supported for AveragePool")
         self.count_include_pad = bool(spec.attrs.get("count_include_pad", 0))
 
+    def divisors(self, spatial: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+        """Cells each window averages over, shape (1, 1, *out): real cells, plus the explicit pads
+        if count_include_pad; the cells a ceil-mode window reaches past the padding never count."""
+        ones = np.ones((1, 1) + tuple(spatial), dtype=dtype)
+        counted = self.window.patches(ones, float(self.count_include_pad), 0.0)
+        return counted.sum(axis=self._reduce_axes(ones))
+
     def execute(self, args: list[np.ndarray]) -> np.ndarray:
         x = args[0]
-        axes = self._reduce_axes(x)
-        total = self.window.patches(x, 0.0).sum(axis=axes)
-        # The divisor counts the cells each window covers: real ones, plus the explicit pads if
-        # count_include_pad; the cells a ceil-mode window reaches past the padding never count.
-        ones = np.ones((1, 1) + x.shape[2:], dtype=x.dtype)
-        counts = self.window.patches(ones, float(self.count_include_pad), 0.0).sum(axis=axes)
-        return (total / counts).astype(x.dtype, copy=False)
+        total = self.window.patches(x, 0.0).sum(axis=self._reduce_axes(x))
+        return (total / self.divisors(x.shape[2:], x.dtype)).astype(x.dtype, copy=False)
