@@ -1,0 +1,292 @@
+"""Sound bounds on every layer of a chain over a batch of input boxes, in numpy.
+
+Three passes, each sound on its own, intersected:
+- interval arithmetic, step by step;
+- forward symbolic bounds: each neuron kept between two linear functions of the input (ReLU
+  relaxed by the triangle's upper side and a 0-or-identity lower side), concretised per step;
+- backward substitution for the output rows being decided: each row `a . y` is bounded as one
+  linear form, pushed back through every step using the relaxations the forward pass fixed.
+A ReLU whose input bounds do not straddle 0 is exactly linear here (no relaxation), and the
+bounds of every step's input are the regions eta_k of the DLV method (condition 1).
+
+Floating point: every computed bound is widened by an a-priori error bound (Higham's gamma_n)
+taken over the magnitudes of the absolute-value network, so the bounds contain the exact real
+values of the network as stored, not only their float64 approximation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from .pwl import Activation, Affine, Chain, MaxPool, UNIT_ROUNDOFF
+
+SAFETY = 4.0   # factor on the rounding-error bound, for summation orders BLAS may choose
+
+
+@dataclass
+class SignedWeights:
+    """W split by sign, and |W|: reused for every batch of boxes."""
+
+    plus: np.ndarray | sparse.csr_matrix
+    minus: np.ndarray | sparse.csr_matrix
+    abs: np.ndarray | sparse.csr_matrix
+    gamma: float          # rounding-error factor of one row's dot product, with the step's own rel_error
+
+
+def _signed(step: Affine, cache: dict[int, SignedWeights]) -> SignedWeights:
+    if id(step) not in cache:
+        W = step.W
+        if sparse.issparse(W):
+            plus, minus = W.maximum(0).tocsr(), W.minimum(0).tocsr()
+            abs_w = abs(W).tocsr()
+            row_len = int(np.diff(W.indptr).max(initial=0))
+        else:
+            plus, minus, abs_w = np.maximum(W, 0), np.minimum(W, 0), np.abs(W)
+            row_len = W.shape[1]
+        n = row_len + 2
+        gamma = SAFETY * n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF) + step.rel_error * (1 + SAFETY * UNIT_ROUNDOFF)
+        cache[id(step)] = SignedWeights(plus, minus, abs_w, gamma)
+    return cache[id(step)]
+
+
+def _left(W, X: np.ndarray) -> np.ndarray:
+    """W @ X[b] for every b: X (B, m, k) -> (B, m2, k)."""
+    if not sparse.issparse(W):
+        return np.matmul(W, X)
+    B, m, k = X.shape
+    flat = X.transpose(1, 0, 2).reshape(m, B * k)
+    return np.asarray(W @ flat).reshape(-1, B, k).transpose(1, 0, 2)
+
+
+def _vec(W, x: np.ndarray) -> np.ndarray:
+    """W @ x[b] for every b: x (B, m) -> (B, m2)."""
+    return np.asarray(W @ x.T).T
+
+
+def _right(X: np.ndarray, W) -> np.ndarray:
+    """X[b] @ W for every b: X (B, r, m2) -> (B, r, m)."""
+    if not sparse.issparse(W):
+        return np.matmul(X, W)
+    B, r, m2 = X.shape
+    return np.asarray((W.T @ X.reshape(B * r, m2).T).T).reshape(B, r, -1)
+
+
+@dataclass
+class Relaxation:
+    """How one activation or max-pool step was relaxed, for the backward pass.
+
+    For a ReLU: lower_slope (B, m) and upper_slope/upper_offset with relu(z) <= s*z + t.
+    """
+
+    lower_slope: np.ndarray
+    upper_slope: np.ndarray
+    upper_offset: np.ndarray
+    lower_offset: np.ndarray
+
+
+@dataclass
+class ChainBounds:
+    """Bounds of the input of every step, and of the output, for a batch of boxes."""
+
+    lower: list[np.ndarray]          # lower[k]: bounds of the input of step k; lower[-1]: the output
+    upper: list[np.ndarray]
+    slack: list[np.ndarray]          # rounding-error allowance already included in lower/upper
+    relaxations: dict[int, object]   # per nonlinear step index: how it was relaxed
+    box_lower: np.ndarray
+    box_upper: np.ndarray
+
+    def unstable_relus(self, chain: Chain) -> np.ndarray:
+        """Number of ReLUs per box whose input straddles 0."""
+        count = np.zeros(self.box_lower.shape[0], dtype=np.int64)
+        for k, step in enumerate(chain.steps):
+            if isinstance(step, Activation) and step.kind == "Relu":
+                count += np.sum((self.lower[k] < 0) & (self.upper[k] > 0), axis=1)
+        return count
+
+
+class BoundPropagator:
+    """Computes ChainBounds for batches of boxes over one chain (weights split once)."""
+
+    def __init__(self, chain: Chain, symbolic: bool = True) -> None:
+        self.chain = chain
+        self.symbolic = symbolic
+        self._weights: dict[int, SignedWeights] = {}
+
+    # ----- forward -------------------------------------------------------------------------
+    def forward(self, lower: np.ndarray, upper: np.ndarray,
+                fixed: list[tuple[int, np.ndarray, np.ndarray]] | None = None) -> ChainBounds:
+        """Bounds for boxes lower/upper (B, n). `fixed` lists (step, active_mask, inactive_mask)
+        ReLU phase decisions (branch and bound): an active ReLU's input is >= 0, an inactive's <= 0."""
+        lower = np.asarray(lower, dtype=np.float64)
+        upper = np.asarray(upper, dtype=np.float64)
+        B, n = lower.shape
+        lo, hi = lower.copy(), upper.copy()
+        magnitude = np.maximum(np.abs(lo), np.abs(hi))
+        slack = np.zeros_like(lo)
+        if self.symbolic:
+            eye = np.broadcast_to(np.eye(n), (B, n, n))
+            Lw, Lc, Uw, Uc = eye, np.zeros((B, n)), eye, np.zeros((B, n))
+        out = ChainBounds([], [], [], {}, lower, upper)
+        decisions = {k: (a, i) for k, a, i in (fixed or [])}
+        for k, step in enumerate(self.chain.steps):
+            out.lower.append(lo)
+            out.upper.append(hi)
+            out.slack.append(slack)
+            if isinstance(step, Affine):
+                w = _signed(step, self._weights)
+                lo_i = _vec(w.plus, lo) + _vec(w.minus, hi) + step.b
+                hi_i = _vec(w.plus, hi) + _vec(w.minus, lo) + step.b
+                magnitude = _vec(w.abs, magnitude) + np.abs(step.b)
+                slack = _vec(w.abs, slack) + w.gamma * magnitude
+                if self.symbolic:
+                    Lw, Uw = _left(w.plus, Lw) + _left(w.minus, Uw), _left(w.plus, Uw) + _left(w.minus, Lw)
+                    Lc, Uc = (_vec(w.plus, Lc) + _vec(w.minus, Uc) + step.b,
+                              _vec(w.plus, Uc) + _vec(w.minus, Lc) + step.b)
+                    lo_s, hi_s = self._concretise(Lw, Lc, Uw, Uc, lower, upper)
+                    lo_i, hi_i = np.maximum(lo_i, lo_s), np.minimum(hi_i, hi_s)
+                lo, hi = lo_i - slack, hi_i + slack
+            else:
+                if k in decisions:
+                    active, inactive = decisions[k]
+                    lo = np.where(active, np.maximum(lo, 0.0), lo)
+                    hi = np.where(inactive, np.minimum(hi, 0.0), hi)
+                    out.lower[k], out.upper[k] = lo, hi
+                slack = slack + 2 * SAFETY * UNIT_ROUNDOFF * magnitude
+                relaxation, lo_o, hi_o = self._relax(step, lo, hi)
+                out.relaxations[k] = relaxation
+                if self.symbolic:
+                    Lw, Lc, Uw, Uc = self._through(step, relaxation, Lw, Lc, Uw, Uc)
+                lo, hi = lo_o, hi_o
+                if isinstance(step, MaxPool):
+                    magnitude = np.concatenate([magnitude, np.zeros((B, 1))], axis=1)[:, step.groups].max(axis=2)
+                    slack = np.concatenate([slack, np.zeros((B, 1))], axis=1)[:, step.groups].max(axis=2)
+        out.lower.append(lo)
+        out.upper.append(hi)
+        out.slack.append(slack)
+        return out
+
+    @staticmethod
+    def _concretise(Lw, Lc, Uw, Uc, lower, upper) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.einsum("bmn,bn->bm", np.maximum(Lw, 0), lower) + np.einsum("bmn,bn->bm", np.minimum(Lw, 0), upper) + Lc
+        hi = np.einsum("bmn,bn->bm", np.maximum(Uw, 0), upper) + np.einsum("bmn,bn->bm", np.minimum(Uw, 0), lower) + Uc
+        return lo, hi
+
+    @staticmethod
+    def _relax(step, lo: np.ndarray, hi: np.ndarray):
+        """The linear relaxation of a nonlinear step, and its output interval."""
+        if isinstance(step, MaxPool):
+            return _relax_maxpool(step, lo, hi)
+        if step.kind == "Relu":
+            return _relax_relu(lo, hi)
+        return _relax_monotone(step, lo, hi)
+
+    @staticmethod
+    def _through(step, r: Relaxation, Lw, Lc, Uw, Uc):
+        """Forward symbolic functions through a relaxed step."""
+        if isinstance(step, MaxPool):
+            return _forward_maxpool(step, r, Lw, Lc, Uw, Uc)
+        # Element-wise, with lower slope >= 0 and upper slope >= 0: y >= a*z + c uses z's lower function.
+        Lw2 = r.lower_slope[..., None] * Lw
+        Lc2 = r.lower_slope * Lc + r.lower_offset
+        Uw2 = r.upper_slope[..., None] * Uw
+        Uc2 = r.upper_slope * Uc + r.upper_offset
+        return Lw2, Lc2, Uw2, Uc2
+
+    # ----- backward ------------------------------------------------------------------------
+    def lower_bound_rows(self, bounds: ChainBounds, rows: np.ndarray) -> np.ndarray:
+        """Sound lower bounds of rows @ y over each box: rows (R, n_out) -> (B, R)."""
+        B = bounds.box_lower.shape[0]
+        Lam = np.broadcast_to(rows, (B,) + rows.shape).astype(np.float64)
+        const = np.zeros((B, rows.shape[0]))
+        slack_total = np.einsum("brm,bm->br", np.abs(Lam), bounds.slack[-1])
+        for k in range(len(self.chain.steps) - 1, -1, -1):
+            step = self.chain.steps[k]
+            if isinstance(step, Affine):
+                const = const + Lam @ step.b
+                Lam = _right(Lam, step.W)
+            else:
+                Lam, const = _backward_nonlinear(step, bounds.relaxations[k], Lam, const, bounds.lower[k].shape[1])
+        lo, hi = bounds.box_lower, bounds.box_upper
+        value = np.einsum("brn,bn->br", np.maximum(Lam, 0), lo) + np.einsum("brn,bn->br", np.minimum(Lam, 0), hi)
+        interval = _interval_rows(rows, bounds.lower[-1], bounds.upper[-1])
+        return np.maximum(value + const - slack_total, interval)
+
+
+def _interval_rows(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return lo @ np.maximum(rows, 0).T + hi @ np.minimum(rows, 0).T
+
+
+def _relax_relu(lo: np.ndarray, hi: np.ndarray):
+    active, inactive = lo >= 0, hi <= 0
+    unstable = ~(active | inactive)
+    width = np.where(unstable, hi - lo, 1.0)
+    slope = np.where(unstable, hi / width, active.astype(np.float64))
+    offset = np.where(unstable, -slope * lo, 0.0)
+    # Lower side: identity where it loses less area than 0 (CROWN's choice), 0 otherwise.
+    lower_slope = np.where(unstable, (hi > -lo).astype(np.float64), active.astype(np.float64))
+    relaxation = Relaxation(lower_slope, slope, offset, np.zeros_like(lo))
+    return relaxation, np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+
+
+def _relax_monotone(step: Activation, lo: np.ndarray, hi: np.ndarray):
+    """Sigmoid/Tanh: constant bounds f(lo) <= y <= f(hi), widened by a few ulps (f is rounded)."""
+    f_lo, f_hi = step.forward(lo), step.forward(hi)
+    f_lo = f_lo - 4 * UNIT_ROUNDOFF * (1 + np.abs(f_lo))
+    f_hi = f_hi + 4 * UNIT_ROUNDOFF * (1 + np.abs(f_hi))
+    zero = np.zeros_like(lo)
+    return Relaxation(zero, zero, f_hi, f_lo), f_lo, f_hi
+
+
+@dataclass
+class PoolRelaxation:
+    """Max-pool: y >= x[chosen] (the input with the highest lower bound); y <= x[chosen] when that
+    input dominates the window (exact), else y <= the window's largest upper bound."""
+
+    chosen: np.ndarray      # (B, m) flat input index
+    exact: np.ndarray       # (B, m) bool
+    upper: np.ndarray       # (B, m) constant upper bound where not exact
+
+
+def _relax_maxpool(step: MaxPool, lo: np.ndarray, hi: np.ndarray):
+    B = lo.shape[0]
+    pad_lo = np.concatenate([lo, np.full((B, 1), -np.inf)], axis=1)[:, step.groups]     # (B, m, k)
+    pad_hi = np.concatenate([hi, np.full((B, 1), -np.inf)], axis=1)[:, step.groups]
+    best = np.argmax(pad_lo, axis=2)
+    chosen = np.take_along_axis(np.broadcast_to(step.groups, pad_lo.shape), best[..., None], axis=2)[..., 0]
+    best_lo = np.take_along_axis(pad_lo, best[..., None], axis=2)[..., 0]
+    others_hi = pad_hi.copy()
+    np.put_along_axis(others_hi, best[..., None], -np.inf, axis=2)
+    exact = best_lo >= others_hi.max(axis=2)
+    upper = pad_hi.max(axis=2)
+    return PoolRelaxation(chosen, exact, upper), best_lo, upper
+
+
+def _gather_rows(X: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """X (B, m, ...) rows picked per box: index (B, m2) -> (B, m2, ...)."""
+    return np.take_along_axis(X, index.reshape(index.shape + (1,) * (X.ndim - 2)), axis=1)
+
+
+def _forward_maxpool(step: MaxPool, r: PoolRelaxation, Lw, Lc, Uw, Uc):
+    Lw2, Lc2 = _gather_rows(Lw, r.chosen), _gather_rows(Lc, r.chosen)
+    Uw2 = np.where(r.exact[..., None], _gather_rows(Uw, r.chosen), 0.0)
+    Uc2 = np.where(r.exact, _gather_rows(Uc, r.chosen), r.upper)
+    return Lw2, Lc2, Uw2, Uc2
+
+
+def _backward_nonlinear(step, r, Lam: np.ndarray, const: np.ndarray, n_in: int):
+    """Push Lam . y (to be lower-bounded) back through a relaxed step with n_in inputs."""
+    pos, neg = np.maximum(Lam, 0), np.minimum(Lam, 0)
+    if isinstance(step, MaxPool):
+        exact = r.exact[:, None, :]
+        coef = pos + np.where(exact, neg, 0.0)           # routed to the chosen input
+        const = const + np.einsum("brm,bm->br", np.where(exact, 0.0, neg), r.upper)
+        B, R, m = Lam.shape
+        new = np.zeros((B, R, n_in))
+        target = np.broadcast_to(r.chosen[:, None, :], coef.shape)
+        np.add.at(new, (np.arange(B)[:, None, None], np.arange(R)[None, :, None], target), coef)
+        return new, const
+    coef = pos * r.lower_slope[:, None, :] + neg * r.upper_slope[:, None, :]
+    const = const + np.einsum("brm,bm->br", pos, r.lower_offset) + np.einsum("brm,bm->br", neg, r.upper_offset)
+    return coef, const
