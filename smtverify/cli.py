@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -20,6 +21,7 @@ from .inputs import read_input
 from .network import Network
 from .onnx_import import load_onnx
 from .reference import OnnxRuntimeExecutor
+from .verdict import Verdict
 
 EXIT_ERROR = 2
 
@@ -62,6 +64,28 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="ONNX file")
     evaluate.add_argument("input", help=".npy array or image file holding one input")
     evaluate.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    vnnlib = command("vnnlib", _vnnlib, "decide a VNN-LIB property (first stdout line: sat, unsat, "
+                     "unknown, timeout or error)")
+    vnnlib.add_argument("model", help="ONNX file")
+    vnnlib.add_argument("property", help="VNN-LIB file")
+    vnnlib.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    vnnlib.add_argument("--out", help="write a result file in the competition's format")
+    bench = command("bench", _bench, "run every instance of an instances.csv and compare with expected verdicts")
+    bench.add_argument("instances", help="instances.csv (onnx,vnnlib,timeout_s[,expected]; paths relative to it)")
+    bench.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every timeout (default 1)")
+    bench.add_argument("--out", help="results csv, written as each instance finishes")
+    certify = command("certify", _certify, "L-infinity robustness of one classification decision")
+    certify.add_argument("model", help="ONNX file")
+    certify.add_argument("--input", required=True, help=".npy or image holding one input")
+    certify.add_argument("--label", type=int, required=True, help="the class the decision should keep")
+    certify.add_argument("--eps", type=float, required=True, help="radius of the L-infinity ball")
+    certify.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
+    certify.add_argument("--timeout", type=float, default=60.0)
+    certify.add_argument("--out", help="save a counterexample (npy) here")
+    encode = command("encode", _encode, "write a VNN-LIB query as self-contained SMT-LIB2 (sat = counterexample)")
+    encode.add_argument("model", help="ONNX file")
+    encode.add_argument("property", help="VNN-LIB file")
+    encode.add_argument("-o", "--output", required=True, help="the .smt2 file to write")
     command("demo", _demo, "classify the bundled test images with the bundled models (no arguments)")
     return parser
 
@@ -118,6 +142,111 @@ def _eval(args: argparse.Namespace) -> int:
               "output": [float(v) for v in output], "class": label}
     text = f"output: {np.array2string(output, precision=6, max_line_width=100)}\nclass:  {label}"
     _emit(args, record, text)
+    return 0
+
+
+# ----- vnnlib, bench, certify, encode --------------------------------------------------------
+def _vnnlib(args: argparse.Namespace) -> int:
+    from . import confirm
+    from .bench import Instance, decide
+
+    result, error = decide(Instance(Path(args.model), Path(args.property), args.timeout, None), args.timeout)
+    if result is None:
+        print("error")
+        print(f"smtverify: error: {error}", file=sys.stderr)
+        if args.out:
+            confirm.write_vnncomp_result(args.out, "error")
+        return EXIT_ERROR
+    word = result.verdict.vnncomp
+    print(word)
+    if args.json:
+        print(json.dumps(result.summary()))
+    else:
+        _print_result_details(result)
+    if args.out:
+        confirm.write_vnncomp_result(args.out, word, result.counterexample)
+    return 0
+
+
+def _print_result_details(result) -> None:
+    print(f"verdict: {result.verdict.value} in {result.seconds:.3f} s ({result.guarantee})")
+    if result.min_margin is not None:
+        print(f"smallest proven margin: {result.min_margin:.6g}")
+    if result.counterexample is not None:
+        cex = result.counterexample
+        print(f"counterexample (confirmed by {cex.executor}): input {np.array2string(cex.input.reshape(-1), precision=8, threshold=12)}")
+        print(f"  output {np.array2string(cex.output.reshape(-1), precision=6)}")
+    print("stats: " + ", ".join(f"{k}={v}" for k, v in result.stats.items()))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import read_instances, run
+
+    instances = read_instances(args.instances)
+    wrong, solved, total = 0, 0, 0.0
+
+    def report(outcome, index: int) -> None:
+        flag = "   <-- WRONG ANSWER" if outcome.wrong else ""
+        print(f"[{index + 1}/{len(instances)}] {outcome.instance.onnx.name} {outcome.instance.vnnlib.name}: "
+              f"{outcome.verdict} (expected {outcome.instance.expected or '?'}) {outcome.seconds:.2f}s{flag}",
+              file=sys.stderr)
+
+    outcomes = list(run(instances, args.timeout_scale, args.out, report=report))
+    solved = sum(o.solved for o in outcomes)
+    wrong = [o for o in outcomes if o.wrong]
+    total = sum(o.seconds for o in outcomes)
+    record = {"instances": len(outcomes), "solved": solved, "wrong": len(wrong), "total_seconds": round(total, 3),
+              "sat": sum(o.verdict == "sat" for o in outcomes), "unsat": sum(o.verdict == "unsat" for o in outcomes)}
+    text = (f"solved {solved}/{len(outcomes)} (sat {record['sat']}, unsat {record['unsat']}), "
+            f"wrong {len(wrong)}, total {total:.1f} s")
+    for o in wrong:
+        text += f"\n!!! WRONG ANSWER: {o.instance.onnx} {o.instance.vnnlib}: said {o.verdict}, expected {o.instance.expected}"
+    _emit(args, record, text)
+    return 1 if wrong else 0
+
+
+def _certify(args: argparse.Namespace) -> int:
+    from .verify import Settings, Verifier, robustness_property
+
+    network = load_onnx(args.model)
+    x = read_input(args.input, network)
+    low, high = _domain(args.domain)
+    prop = robustness_property(network, x, args.label, args.eps, low, high)
+    result = Verifier(network, Settings(timeout=args.timeout)).verify(prop)
+    verdict = result.verdict.value if result.verdict in (Verdict.SAFE, Verdict.UNSAFE) else "UNKNOWN"
+    record = {"model": network.path, "input": args.input, "label": args.label, "eps": args.eps, **result.summary(),
+              "verdict": verdict}
+    if result.counterexample is not None:
+        cex = result.counterexample
+        record["counterexample"] = {"new_class": int(np.argmax(cex.output)), "linf": float(np.abs(cex.input.reshape(-1) - x.reshape(-1)).max())}
+        if args.out:
+            np.save(args.out, cex.input.reshape(network.input_shape))
+            record["counterexample"]["file"] = args.out
+    lines = [f"{verdict}: class {args.label} within L-inf eps={args.eps} of {args.input} ({result.seconds:.2f} s)"]
+    if "counterexample" in record:
+        lines.append(f"  counterexample: class {record['counterexample']['new_class']}, "
+                     f"L-inf distance {record['counterexample']['linf']:.6g}" +
+                     (f", saved to {args.out}" if args.out else ""))
+    lines.append(f"  guarantee: {result.guarantee}")
+    _emit(args, record, "\n".join(lines))
+    return 0
+
+
+def _domain(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SmtVerifyError(f"--domain must be LO,HI, not '{text}'", field="--domain") from None
+    if not low < high:
+        raise SmtVerifyError(f"--domain {text}: LO must be below HI", field="--domain")
+    return low, high
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from .encode import write_smtlib2
+
+    write_smtlib2(args.model, args.property, args.output)
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 

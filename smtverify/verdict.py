@@ -1,0 +1,54 @@
+"""Verdicts: a closed set of states, each saying what it guarantees.
+
+A counterexample from a solver or an attack is only a candidate until the independent executor
+confirms it; only a confirmed one makes a verdict UNSAFE.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Verdict(str, Enum):
+    SAFE = "SAFE"                   # no point of the continuous region is unsafe (proof)
+    SAFE_ON_GRID = "SAFE_ON_GRID"   # every grid point evaluated, none unsafe
+    UNSAFE = "UNSAFE"               # a confirmed counterexample
+    UNKNOWN = "UNKNOWN"             # a budget ran out, or the method cannot decide
+    TIMEOUT = "TIMEOUT"
+    ERROR = "ERROR"
+
+    @property
+    def vnncomp(self) -> str:
+        """The competition's word: sat means a counterexample exists."""
+        return {"SAFE": "unsat", "UNSAFE": "sat", "TIMEOUT": "timeout", "ERROR": "error"}.get(self.value, "unknown")
+
+
+SAFE_GUARANTEE = ("complete on the continuous region: proven by sound bounds (float64 with an a-priori "
+                  "rounding-error allowance) and Z3 over exact rationals of the stored weights; the network "
+                  "itself runs in float32, so margins below the reported smallest proven margin are not "
+                  "protected against float32 rounding")
+UNSAFE_GUARANTEE = ("counterexample inside the region (float32 values, checked exactly against the bounds) and "
+                    "confirmed by onnxruntime in float32")
+
+
+@dataclass
+class Result:
+    """The outcome of one decision, with what it guarantees and how far the search got."""
+
+    verdict: Verdict
+    guarantee: str = ""
+    counterexample: Any = None          # a confirm.Counterexample when UNSAFE
+    seconds: float = 0.0
+    min_margin: float | None = None     # smallest proven margin over the leaves (SAFE)
+    stats: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        record = {"verdict": self.verdict.value, "vnncomp": self.verdict.vnncomp, "seconds": round(self.seconds, 4),
+                  "guarantee": self.guarantee, "stats": self.stats}
+        if self.min_margin is not None:
+            record["min_margin"] = self.min_margin
+        if self.reason:
+            record["reason"] = self.reason
+        return record
