@@ -109,9 +109,11 @@ class ChainBounds:
 class BoundPropagator:
     """Computes ChainBounds for batches of boxes over one chain (weights split once)."""
 
-    def __init__(self, chain: Chain, symbolic: bool = True) -> None:
+    def __init__(self, chain: Chain, symbolic: bool = True, backsub: bool = True, max_backsub: int = 4096) -> None:
         self.chain = chain
         self.symbolic = symbolic
+        self.backsub = backsub            # back-substitute still-unstable neurons before relaxing them
+        self.max_backsub = max_backsub
         self._weights: dict[int, SignedWeights] = {}
 
     # ----- forward -------------------------------------------------------------------------
@@ -148,6 +150,10 @@ class BoundPropagator:
                     lo_i, hi_i = np.maximum(lo_i, lo_s), np.minimum(hi_i, hi_s)
                 lo, hi = lo_i - slack, hi_i + slack
             else:
+                if self.backsub and out.relaxations and isinstance(step, Activation) and step.kind == "Relu":
+                    # (before the first nonlinearity the forward symbolic bound is already exact)
+                    lo, hi = self._tighten_unstable(out, k, lo, hi, slack)
+                    out.lower[k], out.upper[k] = lo, hi
                 if k in decisions:
                     active, inactive = decisions[k]
                     lo = np.where(active, np.maximum(lo, 0.0), lo)
@@ -199,9 +205,14 @@ class BoundPropagator:
         """Sound lower bounds of rows @ y over each box: rows (R, n_out) -> (B, R)."""
         B = bounds.box_lower.shape[0]
         Lam = np.broadcast_to(rows, (B,) + rows.shape).astype(np.float64)
-        const = np.zeros((B, rows.shape[0]))
-        slack_total = np.einsum("brm,bm->br", np.abs(Lam), bounds.slack[-1])
-        for k in range(len(self.chain.steps) - 1, -1, -1):
+        value = self._backward(bounds, Lam, len(self.chain.steps)) - np.einsum("brm,bm->br", np.abs(Lam), bounds.slack[-1])
+        return np.maximum(value, _interval_rows(rows, bounds.lower[-1], bounds.upper[-1]))
+
+    def _backward(self, bounds: ChainBounds, Lam: np.ndarray, end: int) -> np.ndarray:
+        """Lower bound of Lam . (input of step `end`) over each box, by substitution back to the
+        input through steps end-1 .. 0 with the relaxations already fixed. Lam (B, R, m)."""
+        const = np.zeros(Lam.shape[:2])
+        for k in range(end - 1, -1, -1):
             step = self.chain.steps[k]
             if isinstance(step, Affine):
                 const = const + Lam @ step.b
@@ -209,9 +220,25 @@ class BoundPropagator:
             else:
                 Lam, const = _backward_nonlinear(step, bounds.relaxations[k], Lam, const, bounds.lower[k].shape[1])
         lo, hi = bounds.box_lower, bounds.box_upper
-        value = np.einsum("brn,bn->br", np.maximum(Lam, 0), lo) + np.einsum("brn,bn->br", np.minimum(Lam, 0), hi)
-        interval = _interval_rows(rows, bounds.lower[-1], bounds.upper[-1])
-        return np.maximum(value + const - slack_total, interval)
+        return (np.einsum("brn,bn->br", np.maximum(Lam, 0), lo) + np.einsum("brn,bn->br", np.minimum(Lam, 0), hi)
+                + const)
+
+    def _tighten_unstable(self, out: ChainBounds, k: int, lo: np.ndarray, hi: np.ndarray,
+                          slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Back-substitute the neurons entering ReLU step k that still straddle 0."""
+        unstable = np.flatnonzero(np.any((lo < 0) & (hi > 0), axis=0))
+        if unstable.size == 0 or unstable.size > self.max_backsub:
+            return lo, hi
+        B, m = lo.shape
+        rows = np.zeros((2 * unstable.size, m))
+        rows[np.arange(unstable.size), unstable] = 1.0                   # lower bound of z_j
+        rows[unstable.size + np.arange(unstable.size), unstable] = -1.0  # lower bound of -z_j
+        found = self._backward(out, np.broadcast_to(rows, (B,) + rows.shape).copy(), k)
+        found = found - slack[:, np.concatenate([unstable, unstable])]
+        lo, hi = lo.copy(), hi.copy()
+        lo[:, unstable] = np.maximum(lo[:, unstable], found[:, :unstable.size])
+        hi[:, unstable] = np.minimum(hi[:, unstable], -found[:, unstable.size:])
+        return lo, hi
 
 
 def _interval_rows(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
