@@ -132,7 +132,7 @@ def _run_alone(network: Network, layer: Layer, x: np.ndarray, zero_positions: tu
     """The layer's operator on a batch x, in float64, optionally with some constants zeroed."""
     args = list(layer.constant_args(np.dtype(np.float64)))
     for position in zero_positions:
-        if args[position] is not None:
+        if position < len(args) and args[position] is not None:
             args[position] = np.zeros_like(args[position])
     data = layer.sources.index(next(s for s in layer.sources if s is not None))
 
