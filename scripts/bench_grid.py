@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from smtverify import load_onnx, resources  # noqa: E402
 from smtverify.fast_eval import choose_evaluator  # noqa: E402
-from smtverify.grid import grid_points, one_blas_thread, search_grid  # noqa: E402
+from smtverify.grid import grid_points, search_grid  # noqa: E402
+from smtverify.runtime import one_blas_thread  # noqa: E402
 from smtverify.manipulations import PixelManipulation  # noqa: E402
 from smtverify.reference import OnnxRuntimeExecutor  # noqa: E402
 

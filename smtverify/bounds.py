@@ -62,6 +62,8 @@ def _left(W, X: np.ndarray) -> np.ndarray:
 
 def _vec(W, x: np.ndarray) -> np.ndarray:
     """W @ x[b] for every b: x (B, m) -> (B, m2)."""
+    if not sparse.issparse(W):
+        return x @ W.T
     return np.asarray(W @ x.T).T
 
 

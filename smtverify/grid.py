@@ -13,7 +13,6 @@ being called safe.
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from itertools import chain, combinations, islice
 from typing import Any, Iterator
@@ -24,6 +23,7 @@ from .fast_eval import choose_evaluator
 from .manipulations import Manipulation
 from .network import Network
 from .reference import OnnxRuntimeExecutor
+from .runtime import one_blas_thread
 from .verdict import Verdict
 
 CHECK_BATCH = 256            # flagged points re-run together by the independent executors
@@ -258,15 +258,6 @@ def _gap(logits: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray]:
             np.maximum(best, logits[:, j], out=best)
             np.maximum(scale, np.abs(logits[:, j]), out=scale)
     return logits[:, label] - best, scale
-
-
-def one_blas_thread() -> AbstractContextManager:
-    """Small products lose more to BLAS thread hand-offs than they gain, badly so on shared cores."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return nullcontext()
-    return threadpool_limits(1, "blas")
 
 
 def search_grid(network: Network, manipulation: Manipulation, label: int | None = None, *,
