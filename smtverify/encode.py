@@ -1,0 +1,343 @@
+"""Z3 encodings of a chain of steps, solving them, and exporting them as SMT-LIB2.
+
+The formula is built apart from any solver (terms and a constraint list), so one encoding can be
+handed to a solver, asked under several leaves, or printed. Weights enter as the exact rationals of
+the stored float values, so UNSAT is a proof about the network as stored (in exact arithmetic).
+Every float bound used in a constraint is rounded outward to a rational, so it never cuts off a real
+point; a ReLU whose sound input bounds do not straddle 0 is encoded linearly (no case split).
+Sigmoid and Tanh are not expressible in linear real arithmetic: they are enclosed by sound linear
+bounds and the encoding is marked inexact (UNSAT is still a proof, a SAT model only a candidate).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import z3
+from scipy import sparse
+
+from .pwl import Activation, Affine, Chain, MaxPool, Step
+
+Bounds = tuple[np.ndarray, np.ndarray]             # (lower, upper) float64 arrays of one step's input
+Box = tuple[Sequence[Fraction], Sequence[Fraction]]
+# Sigmoid/Tanh values come from numpy's tanh (a few ulps off): bounds are widened by this much, and
+# slopes (tangents) by this much per unit of distance. Both dwarf float64 rounding of values in [-1, 1].
+SMOOTH_SLACK = 2.0 ** -40
+SMOOTH_RANGE = {"Sigmoid": (0, 1), "Tanh": (-1, 1)}
+SMOOTH_SLOPE = {"Sigmoid": lambda f: f * (1 - f), "Tanh": lambda f: 1 - f * f}
+
+
+@dataclass
+class Encoding:
+    """y = chain(x) for x in a box, as Z3 terms: values[0] are the inputs X_i, values[k + 1] the
+    outputs of step k, values[-1] the outputs Y_j."""
+
+    values: list[list[z3.ArithRef]]
+    constraints: list[z3.BoolRef]
+    exact: bool                    # False when Sigmoid/Tanh are over-approximated
+    box: tuple[tuple[Fraction, ...], tuple[Fraction, ...]]
+
+    @property
+    def inputs(self) -> list[z3.ArithRef]:
+        return self.values[0]
+
+    @property
+    def outputs(self) -> list[z3.ArithRef]:
+        return self.values[-1]
+
+    def phase(self, step: int, neuron: int, active: bool) -> z3.BoolRef:
+        """The literal fixing one ReLU's phase (its input >= 0 or <= 0), for leaves."""
+        z = self.values[step][neuron]
+        return z >= 0 if active else z <= 0
+
+
+# ----- rationals ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1 << 16)
+def _rational(value: float | Fraction) -> z3.RatNumRef:
+    """A float (exactly: every float64 is a dyadic rational) or a Fraction as a Z3 numeral."""
+    return z3.RealVal(Fraction(value))
+
+
+def _down(value: float) -> Fraction:
+    return Fraction(float(np.nextafter(value, -np.inf)))
+
+
+def _up(value: float) -> Fraction:
+    return Fraction(float(np.nextafter(value, np.inf)))
+
+
+def _linear(coefficients: np.ndarray, columns: np.ndarray, variables: list[z3.ArithRef],
+            constant: float | Fraction = 0) -> z3.ArithRef:
+    """sum_k coefficients[k] * variables[columns[k]] + constant, exactly."""
+    terms = [_rational(float(c)) * variables[j] for c, j in zip(coefficients, columns)]
+    if constant or not terms:
+        terms.append(_rational(constant))
+    return terms[0] if len(terms) == 1 else z3.Sum(terms)
+
+
+# ----- the chain ----------------------------------------------------------------------------------
+def encode_chain(chain: Chain, input_box_exact: Box, step_bounds: Sequence[Bounds] | None = None) -> Encoding:
+    """Constraints for y = chain(x), x in the box. `step_bounds[k]` bounds the input of step k
+    (sound, e.g. from bounds.BoundPropagator); without it, ReLUs are all case-split, and steps with
+    a rounding allowance (rel_error > 0) cannot be encoded."""
+    lower, upper = (tuple(Fraction(v) for v in side) for side in input_box_exact)
+    xs = [z3.Real(f"X_{i}") for i in range(chain.n_inputs)]
+    constraints = [c for x, lo, hi in zip(xs, lower, upper) for c in (x >= _rational(lo), x <= _rational(hi))]
+    values = [xs]
+    last = len(chain.steps) - 1
+    for k, step in enumerate(chain.steps):
+        prefix = "Y" if k == last else f"N{k + 1}"
+        bounds = step_bounds[k] if step_bounds is not None else None
+        out = [z3.Real(f"{prefix}_{i}") for i in range(_size(step))]
+        constraints += _encode_step(step, k, values[-1], out, bounds)
+        values.append(out)
+    exact = not any(isinstance(s, Activation) and s.kind != "Relu" for s in chain.steps)
+    return Encoding(values, constraints, exact, (lower, upper))
+
+
+def _size(step: Step) -> int:
+    if isinstance(step, Affine):
+        return step.W.shape[0]
+    if isinstance(step, MaxPool):
+        return step.groups.shape[0]
+    return step.size
+
+
+def _encode_step(step: Step, k: int, xs: list, ys: list, bounds: Bounds | None) -> list[z3.BoolRef]:
+    if isinstance(step, Affine):
+        return _encode_affine(step, k, xs, ys, bounds)
+    if isinstance(step, MaxPool):
+        return _encode_maxpool(step, xs, ys, bounds)
+    if step.kind == "Relu":
+        return _encode_relu(xs, ys, bounds)
+    return _encode_smooth(step.kind, xs, ys, bounds)
+
+
+def _encode_affine(step: Affine, k: int, xs: list, ys: list, bounds: Bounds | None) -> list[z3.BoolRef]:
+    """y = W x + b over the nonzero weights of each row; plus a bounded error term per row where
+    forming W or b rounded (rel_error > 0): |e_i| <= rel_error * (|W_i| . max|x| + |b_i|)."""
+    W = sparse.csr_matrix(step.W)
+    W.eliminate_zeros()
+    errors = _affine_errors(step, W, k, bounds) if step.rel_error > 0 else None
+    constraints = []
+    for i, y in enumerate(ys):
+        row = slice(W.indptr[i], W.indptr[i + 1])
+        rhs = _linear(W.data[row], W.indices[row], xs, float(step.b[i]))
+        if errors is not None:
+            e = z3.Real(f"E{k}_{i}")
+            rhs = rhs + e
+            constraints += [e >= -errors[i], e <= errors[i]]
+        constraints.append(y == rhs)
+    return constraints
+
+
+def _affine_errors(step: Affine, W: sparse.csr_matrix, k: int, bounds: Bounds | None) -> list[z3.RatNumRef]:
+    if bounds is None:
+        raise ValueError(f"step {k} ({', '.join(step.layers)}) was formed with rounding (rel_error "
+                         f"{step.rel_error:g}): encoding it soundly needs step_bounds")
+    magnitude = np.maximum(np.abs(bounds[0]), np.abs(bounds[1]))
+    total = step.rel_error * (np.asarray(abs(W) @ magnitude) + np.abs(step.b))
+    # Summing n non-negative floats errs by at most n*2^-53 relatively: a 2^-20 margin covers any n.
+    return [_rational(_up(t * (1 + 2.0 ** -20))) for t in total]
+
+
+def _encode_relu(zs: list, ys: list, bounds: Bounds | None) -> list[z3.BoolRef]:
+    """Stable ReLUs (sound bounds not straddling 0) as identity or 0; unstable ones as an If term
+    (see RELU_MEASUREMENTS for why not the disjunction or the triangle cuts)."""
+    constraints = []
+    for i, (z, y) in enumerate(zip(zs, ys)):
+        lo, hi = (bounds[0][i], bounds[1][i]) if bounds is not None else (-np.inf, np.inf)
+        if lo >= 0:
+            constraints.append(y == z)
+        elif hi <= 0:
+            constraints.append(y == 0)
+        else:
+            constraints.append(y == z3.If(z >= 0, z, 0))
+    return constraints
+
+
+def _encode_maxpool(step: MaxPool, xs: list, ys: list, bounds: Bounds | None) -> list[z3.BoolRef]:
+    """y = max of the window as: y >= every member, y equals one of them. A member whose upper bound
+    is below another's lower bound can never be the max and is left out of the disjunction."""
+    constraints = []
+    for group, y in zip(step.groups, ys):
+        members = group[group >= 0]
+        constraints += [y >= xs[j] for j in members]
+        if bounds is not None:
+            members = members[bounds[1][members] >= bounds[0][members].max()]
+        constraints.append(z3.Or([y == xs[j] for j in members]))
+    return constraints
+
+
+def _encode_smooth(kind: str, zs: list, ys: list, bounds: Bounds | None) -> list[z3.BoolRef]:
+    """Sigmoid/Tanh enclosed soundly: y in [f(l), f(u)] (f is monotone), and where f has one
+    curvature on [l, u] the chord on one side and the tangent at the midpoint on the other."""
+    low, high = SMOOTH_RANGE[kind]
+    if bounds is None:
+        return [c for y in ys for c in (y >= low, y <= high)]
+    lo, hi = np.asarray(bounds[0], np.float64), np.asarray(bounds[1], np.float64)
+    f = Activation(kind, len(zs)).forward
+    f_lo, f_hi = f(lo), f(hi)
+    constraints = []
+    for i, (z, y) in enumerate(zip(zs, ys)):
+        constraints += [y >= _rational(max(Fraction(low), Fraction(f_lo[i]) - Fraction(SMOOTH_SLACK))),
+                        y <= _rational(min(Fraction(high), Fraction(f_hi[i]) + Fraction(SMOOTH_SLACK)))]
+        if (lo[i] >= 0 or hi[i] <= 0) and hi[i] - lo[i] > 2 ** -20:
+            constraints += _chord_and_tangent(kind, z, y, lo[i], hi[i], f_lo[i], f_hi[i])
+    return constraints
+
+
+def _chord_and_tangent(kind: str, z, y, lo: float, hi: float, f_lo: float, f_hi: float) -> list[z3.BoolRef]:
+    """On [lo, hi] >= 0 f is concave: chord below, tangent above; on [lo, hi] <= 0 the reverse.
+    The chord joins points shifted outward, in exact rationals; the tangent is shifted outward by the
+    value error plus the slope error times the distance from the midpoint."""
+    side = 1 if lo >= 0 else -1                               # +1: concave
+    l, u = Fraction(lo), Fraction(hi)
+    a, b = Fraction(f_lo) - side * Fraction(SMOOTH_SLACK), Fraction(f_hi) - side * Fraction(SMOOTH_SLACK)
+    chord = _rational(a) + _rational((b - a) / (u - l)) * (z - _rational(l))
+    mid = (lo + hi) / 2
+    f_mid = float(Activation(kind, 1).forward(np.array([mid]))[0])
+    slope = Fraction(float(SMOOTH_SLOPE[kind](f_mid)))
+    margin = Fraction(SMOOTH_SLACK) * (1 + max(Fraction(mid) - l, u - Fraction(mid)))
+    tangent = _rational(Fraction(f_mid) + side * margin) + _rational(slope) * (z - _rational(Fraction(mid)))
+    if side > 0:
+        return [y >= chord, y <= tangent]
+    return [y <= chord, y >= tangent]
+
+
+# ----- properties ---------------------------------------------------------------------------------
+def unsafe_condition(encoding: Encoding, constraints: Sequence) -> z3.BoolRef:
+    """Some OutputConstraint holds: an Or over constraints of the And of their rows A y <= b
+    ('<' on strict rows). No constraint at all means every output is unsafe."""
+    if not constraints:
+        return z3.BoolVal(True)
+    return z3.Or([z3.And([_row(encoding.outputs, a, b, s) for a, b, s in zip(c.A, c.b, c.strict)])
+                  for c in constraints])
+
+
+def _row(ys: list, a: np.ndarray, b: float, strict: bool) -> z3.BoolRef:
+    columns = np.flatnonzero(a)
+    lhs = _linear(a[columns], columns, ys)
+    return lhs < _rational(float(b)) if strict else lhs <= _rational(float(b))
+
+
+def box_condition(encoding: Encoding, lower: Sequence[Fraction], upper: Sequence[Fraction]) -> z3.BoolRef:
+    """x inside a sub-box of the encoding's box (one case of a disjunctive property)."""
+    return z3.And([c for x, lo, hi in zip(encoding.inputs, lower, upper)
+                   for c in (x >= _rational(lo), x <= _rational(hi))])
+
+
+def property_condition(encoding: Encoding, cases: Sequence) -> z3.BoolRef:
+    """Some case is violated: its box (when the encoding's box is a hull of several) and its unsafe
+    condition. The encoding's box must contain every case's box."""
+    if len(cases) == 1:
+        return unsafe_condition(encoding, cases[0].unsafe)
+    return z3.Or([z3.And(box_condition(encoding, c.box.lower_exact, c.box.upper_exact),
+                         unsafe_condition(encoding, c.unsafe)) for c in cases])
+
+
+def hull(cases: Sequence) -> tuple[tuple[Fraction, ...], tuple[Fraction, ...]]:
+    """The smallest box holding every case's box, exactly."""
+    lower = tuple(min(vs) for vs in zip(*(c.box.lower_exact for c in cases)))
+    upper = tuple(max(vs) for vs in zip(*(c.box.upper_exact for c in cases)))
+    return lower, upper
+
+
+def step_bounds(chain: Chain, box: Box) -> list[Bounds]:
+    """Sound bounds of every step's input over an exact box (widened by an ulp to floats)."""
+    from .bounds import BoundPropagator
+
+    lower = np.array([float(np.nextafter(float(v), -np.inf)) for v in box[0]])
+    upper = np.array([float(np.nextafter(float(v), np.inf)) for v in box[1]])
+    bounds = BoundPropagator(chain).forward(lower[None], upper[None])
+    return [(lo[0], hi[0]) for lo, hi in zip(bounds.lower, bounds.upper)]
+
+
+# ----- solving ------------------------------------------------------------------------------------
+def _make_solver() -> z3.Solver:
+    """See SOLVER_MEASUREMENTS."""
+    return z3.Solver()
+
+
+class Decider:
+    """One solver holding an encoding; leaves (ReLU phase fixings, output disjuncts, sub-boxes) are
+    asked of it under push/pop, so the network is asserted and preprocessed once."""
+
+    def __init__(self, encoding: Encoding) -> None:
+        self.encoding = encoding
+        self.solver = _make_solver()
+        self.solver.add(encoding.constraints)
+
+    def check_under(self, assumptions: Sequence[z3.BoolRef], timeout_s: float
+                    ) -> tuple[str, np.ndarray | str | None]:
+        """('sat', x as float64) | ('unsat', None) | ('unknown', reason)."""
+        self.solver.set("timeout", max(1, int(timeout_s * 1000)))
+        self.solver.push()
+        try:
+            self.solver.add(list(assumptions))
+            answer = self.solver.check()
+            if answer == z3.sat:
+                return "sat", self._input(self.solver.model())
+            if answer == z3.unsat:
+                return "unsat", None
+            return "unknown", self.solver.reason_unknown()
+        finally:
+            self.solver.pop()
+
+    def _input(self, model: z3.ModelRef) -> np.ndarray:
+        lower, upper = self.encoding.box
+        values = [model.eval(x, model_completion=True) for x in self.encoding.inputs]
+        return np.array([_float_inside(Fraction(v.numerator_as_long(), v.denominator_as_long()), lo, hi)
+                         for v, lo, hi in zip(values, lower, upper)])
+
+
+def _float_inside(value: Fraction, lower: Fraction, upper: Fraction) -> float:
+    """The float nearest a rational in [lower, upper], moved one ulp back inside if rounding left it."""
+    x = float(value)
+    if Fraction(x) < lower:
+        x = float(np.nextafter(x, np.inf))
+    elif Fraction(x) > upper:
+        x = float(np.nextafter(x, -np.inf))
+    return x
+
+
+def decide(encoding: Encoding, condition: z3.BoolRef, timeout_s: float) -> tuple[str, np.ndarray | str | None]:
+    """Is some x in the box with chain(x) meeting the condition? A 'sat' model of an inexact
+    encoding (Sigmoid/Tanh) is only a candidate; every model needs the concrete check anyway."""
+    return Decider(encoding).check_under([condition], timeout_s)
+
+
+# ----- SMT-LIB2 -----------------------------------------------------------------------------------
+def to_smtlib2(encoding: Encoding, condition: z3.BoolRef, comment: str = "") -> str:
+    """A self-contained QF_LRA query, printed by Z3 itself: sat means a counterexample exists
+    (for an inexact encoding, only unsat is conclusive)."""
+    assertions = list(encoding.constraints) + [condition]
+    *rest, last = [a.as_ast() for a in assertions]
+    array = (z3.Ast * len(rest))(*rest)
+    header = [line for line in comment.splitlines()]
+    if not encoding.exact:
+        header.append("over-approximation (Sigmoid/Tanh bounded linearly): only unsat is conclusive")
+    text = z3.Z3_benchmark_to_smtlib_string(z3.main_ctx().ref(), "generated by smtverify.encode",
+                                            "QF_LRA", "unknown", "", len(rest), array, last)
+    return "".join(f"; {line}\n" for line in header) + text
+
+
+def write_smtlib2(network_path: str | Path, vnnlib_path: str | Path, out_path: str | Path) -> Encoding:
+    """Export "network violates property" as SMT-LIB2; a disjunction of input boxes becomes a
+    disjunction of cases over the encoding of their hull."""
+    from .onnx_import import load_onnx
+    from .pwl import to_chain
+    from .vnnlib import read_vnnlib
+
+    chain = to_chain(load_onnx(network_path))
+    prop = read_vnnlib(vnnlib_path, chain.n_inputs, chain.n_outputs)
+    box = hull(prop.cases)
+    encoding = encode_chain(chain, box, step_bounds(chain, box))
+    comment = (f"network: {Path(network_path).name}\nproperty: {Path(vnnlib_path).name}\n"
+               "sat means a counterexample exists (an input in the box meeting the unsafe condition)")
+    Path(out_path).write_text(to_smtlib2(encoding, property_condition(encoding, prop.cases), comment))
+    return encoding

@@ -1,0 +1,340 @@
+"""Complete decisions of "input region AND unsafe output condition" (VNN-LIB semantics).
+
+Order of work, cheapest first (METHOD 4-5): falsification (random points, PGD) -> sound bounds on
+the whole box -> branch and bound (input splitting where the input is low-dimensional, ReLU
+splitting otherwise), with Z3 deciding the leaves that bounds leave open, exactly. Every candidate
+counterexample is confirmed by the independent executor before it is reported.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from . import attack, confirm
+from .bounds import BoundPropagator, ChainBounds
+from .errors import SmtVerifyError
+from .network import Network
+from .pwl import Activation, Chain, to_chain
+from .runtime import one_blas_thread
+from .verdict import SAFE_GUARANTEE, UNSAFE_GUARANTEE, Result, Verdict
+from .vnnlib import Case, Property
+
+
+@dataclass
+class Settings:
+    """Every knob of the decision procedure, in one place."""
+
+    timeout: float = 60.0
+    seed: int = 0
+    random_points: int = 4096
+    attack_restarts: int = 256
+    attack_steps: int = 60
+    batch_boxes: int = 64            # boxes split per bounding call (input splitting)
+    input_split_max_dims: int = 12   # input splitting only up to this many free input dimensions
+    leaf_relus: int = 10             # Z3 decides a leaf with at most this many unstable ReLUs
+    leaf_timeout: float = 20.0
+    local_attack_every: int = 10     # input splitting: every this many rounds, attack the worst open boxes
+    local_attack_boxes: int = 8
+    max_leaves: int = 200_000
+
+
+@dataclass
+class _Rows:
+    """All output rows of a case's unsafe constraints, stacked: row r belongs to constraint group[r]."""
+
+    A: np.ndarray
+    b: np.ndarray
+    group: np.ndarray
+    n_groups: int
+
+    @classmethod
+    def of(cls, case: Case) -> "_Rows":
+        A = [c.A for c in case.unsafe]
+        group = np.concatenate([np.full(len(c.b), g) for g, c in enumerate(case.unsafe)]) if case.unsafe else np.zeros(0)
+        n_out = case.unsafe[0].A.shape[1] if case.unsafe else 0
+        return cls(np.concatenate(A) if A else np.zeros((0, n_out)),
+                   np.concatenate([c.b for c in case.unsafe]) if A else np.zeros(0),
+                   group.astype(np.int64), len(case.unsafe))
+
+    def margins(self, row_lower: np.ndarray) -> np.ndarray:
+        """Per box: min over constraints of max over its rows of (lower bound - b). > 0 means safe."""
+        B = row_lower.shape[0]
+        per_group = np.full((B, self.n_groups), -np.inf)
+        if len(self.b):
+            np.maximum.at(per_group.T, self.group, (row_lower - self.b).T)
+        return per_group.min(axis=1) if self.n_groups else np.full(B, np.inf)
+
+
+@dataclass
+class _Progress:
+    leaves: int = 0
+    boxes_bounded: int = 0
+    z3_calls: int = 0
+    z3_unsat: int = 0
+    unconfirmed: int = 0
+    min_margin: float = np.inf
+    extra: dict = field(default_factory=dict)
+
+
+class Verifier:
+    """Decides VNN-LIB properties of one network."""
+
+    def __init__(self, network: Network, settings: Settings | None = None) -> None:
+        self.network = network
+        self.settings = settings or Settings()
+        self.chain: Chain = to_chain(network)
+        self.bounds = BoundPropagator(self.chain)
+        self.rng = np.random.default_rng(self.settings.seed)
+
+    def verify(self, prop: Property) -> Result:
+        with one_blas_thread():
+            return self._verify(prop)
+
+    def _verify(self, prop: Property) -> Result:
+        start = time.perf_counter()
+        deadline = start + self.settings.timeout
+        progress = _Progress()
+        verdict, counterexample = Verdict.SAFE, None
+        for case in prop.cases:
+            verdict, counterexample = self._decide_case(case, deadline, progress)
+            if verdict is not Verdict.SAFE:
+                break
+        stats = {"leaves": progress.leaves, "boxes_bounded": progress.boxes_bounded, "z3_calls": progress.z3_calls,
+                 "z3_unsat": progress.z3_unsat, "unconfirmed_candidates": progress.unconfirmed, **progress.extra}
+        guarantee = {Verdict.SAFE: SAFE_GUARANTEE, Verdict.UNSAFE: UNSAFE_GUARANTEE}.get(verdict, "none")
+        margin = float(progress.min_margin) if verdict is Verdict.SAFE and np.isfinite(progress.min_margin) else None
+        return Result(verdict, guarantee, counterexample, time.perf_counter() - start, margin, stats)
+
+    # ----- one case ------------------------------------------------------------------------
+    def _decide_case(self, case: Case, deadline: float, progress: _Progress):
+        found = self._falsify(case, progress)
+        if found is not None:
+            return Verdict.UNSAFE, found
+        rows = _Rows.of(case)
+        lower, upper = case.box.lower[None], case.box.upper[None]
+        root = self.bounds.forward(lower, upper)
+        margin = rows.margins(self.bounds.lower_bound_rows(root, rows.A))[0]
+        progress.boxes_bounded += 1
+        if margin > 0:
+            progress.leaves += 1
+            progress.min_margin = min(progress.min_margin, margin)
+            return Verdict.SAFE, None
+        free = int(np.sum(case.box.upper > case.box.lower))
+        if free <= self.settings.input_split_max_dims:
+            return self._input_split(case, rows, deadline, progress)
+        return self._relu_split(case, rows, root, deadline, progress)
+
+    def _falsify(self, case: Case, progress: _Progress):
+        """Random points then PGD; the first candidate onnxruntime confirms is the answer."""
+        s = self.settings
+        candidates = [attack.random_search(self.chain, case, s.random_points, self.rng)]
+        candidates.append(attack.pgd(self.chain, case, self.rng, restarts=s.attack_restarts, steps=s.attack_steps))
+        for batch in candidates:
+            found = self._confirm_any(case, batch, progress)
+            if found is not None:
+                return found
+        return None
+
+    def _confirm_any(self, case: Case, points: np.ndarray, progress: _Progress, limit: int = 8):
+        for x in points[:limit]:
+            found = confirm.confirm(self.network, case, x)
+            if found is not None:
+                return found
+            progress.unconfirmed += 1
+        return None
+
+    # ----- input splitting -----------------------------------------------------------------
+    def _input_split(self, case: Case, rows: _Rows, deadline: float, progress: _Progress):
+        """Depth-first branch and bound on the input box. Each box is split along the dimension
+        whose worse half is bounded best (all halves bounded in one batch)."""
+        stack = [(case.box.lower.copy(), case.box.upper.copy(), -np.inf)]
+        free = np.flatnonzero(case.box.upper > case.box.lower)
+        rounds = 0
+        while stack:
+            rounds += 1
+            if rounds % self.settings.local_attack_every == 0:
+                found = self._attack_worst_boxes(case, stack, progress)
+                if found is not None:
+                    return Verdict.UNSAFE, found
+            if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
+                return Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None
+            batch = stack[-self.settings.batch_boxes:]
+            del stack[-self.settings.batch_boxes:]
+            lo = np.stack([b[0] for b in batch])
+            hi = np.stack([b[1] for b in batch])
+            child_lo, child_hi = _halves(lo, hi, free)                  # (B, D, 2, n)
+            B, D = lo.shape[0], len(free)
+            flat_lo, flat_hi = child_lo.reshape(-1, lo.shape[1]), child_hi.reshape(-1, lo.shape[1])
+            bounds = self.bounds.forward(flat_lo, flat_hi)
+            margins = rows.margins(self.bounds.lower_bound_rows(bounds, rows.A)).reshape(B, D, 2)
+            progress.boxes_bounded += flat_lo.shape[0]
+            best = np.argmax(margins.min(axis=2), axis=1)                # split dimension per box
+            chosen = margins[np.arange(B), best]                         # (B, 2)
+            # Push the most promising boxes for a counterexample (most negative margin) last, so
+            # depth-first search visits them first; every box is closed either way.
+            for i, half in sorted(np.ndindex(B, 2), key=lambda t: -chosen[t]):
+                if time.perf_counter() > deadline:
+                    return Verdict.TIMEOUT, None
+                m = margins[i, best[i], half]
+                clo, chi = child_lo[i, best[i], half], child_hi[i, best[i], half]
+                if m > 0:
+                    progress.leaves += 1
+                    progress.min_margin = min(progress.min_margin, m)
+                    continue
+                index = (i * D + best[i]) * 2 + half
+                outcome = self._leaf(case, rows, bounds, index, clo, chi, progress, deadline)
+                if outcome is None:
+                    stack.append((clo, chi, m))
+                elif outcome is not True:
+                    return Verdict.UNSAFE, outcome
+        return Verdict.SAFE, None
+
+    def _attack_worst_boxes(self, case: Case, stack: list, progress: _Progress):
+        """PGD inside the open boxes whose bounds are worst: where a counterexample most likely is."""
+        worst = sorted(range(len(stack)), key=lambda i: stack[i][2])[:self.settings.local_attack_boxes]
+        for i in worst:
+            lo, hi, _ = stack[i]
+            points = attack.pgd(self.chain, case_within(case, lo, hi), self.rng, restarts=8, steps=30)
+            found = self._confirm_any(case, points, progress, limit=2)
+            if found is not None:
+                return found
+        return None
+
+    def _leaf(self, case: Case, rows: _Rows, bounds: ChainBounds, index: int, lo: np.ndarray, hi: np.ndarray,
+              progress: _Progress, deadline: float):
+        """An open box: a concrete point may be a counterexample; Z3 decides it when few ReLUs are
+        unstable. Returns a counterexample, True when proven safe, or None when still open."""
+        centre = (lo + hi) / 2
+        y = self.chain.forward(centre[None])
+        if attack.is_unsafe(case, y)[0]:
+            found = self._confirm_any(case, centre[None], progress)
+            if found is not None:
+                return found
+        unstable = sum(int(np.sum((bounds.lower[k][index] < 0) & (bounds.upper[k][index] > 0)))
+                       for k, step in enumerate(self.chain.steps) if isinstance(step, Activation))
+        if unstable > self.settings.leaf_relus:
+            return None
+        return self._z3_leaf(case, bounds, index, lo, hi, progress, deadline)
+
+    def _z3_leaf(self, case, bounds, index, lo, hi, progress, deadline: float):
+        from . import encode   # Z3 is loaded only when a leaf needs it
+
+        step_bounds = [(l[index], u[index]) for l, u in zip(bounds.lower, bounds.upper)]
+        box = (tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi))
+        encoding = encode.encode_chain(self.chain, box, step_bounds)
+        condition = encode.unsafe_condition(encoding, case.unsafe)
+        remaining = min(self.settings.leaf_timeout, deadline - time.perf_counter())
+        if remaining <= 0.05:
+            return None
+        progress.z3_calls += 1
+        status, model = encode.decide(encoding, condition, remaining)
+        if status == "unsat":
+            progress.z3_unsat += 1
+            progress.leaves += 1
+            return True
+        if status == "sat":
+            found = self._confirm_any(case, model[None], progress)
+            if found is not None:
+                return found
+            # A solver model the network does not confirm (float32 rounding): look nearby.
+            nearby = attack.pgd(self.chain, case_within(case, lo, hi), self.rng, restarts=8, steps=30)
+            return self._confirm_any(case, nearby, progress)
+        return None
+
+    # ----- ReLU splitting ------------------------------------------------------------------
+    def _relu_split(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
+        """Branch and bound on ReLU phases for high-dimensional inputs: split the unstable ReLU
+        with the largest triangle area, bound both branches; Z3 decides small leaves."""
+        lower, upper = case.box.lower[None], case.box.upper[None]
+        stack: list[list[tuple[int, int, bool]]] = [[]]
+        while stack:
+            if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
+                return Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None
+            decisions = stack.pop()
+            bounds = self.bounds.forward(lower, upper, _as_fixed(decisions, self.chain, root))
+            progress.boxes_bounded += 1
+            if any(np.any(l > u) for l, u in zip(bounds.lower, bounds.upper)):
+                progress.leaves += 1           # contradictory phases: an empty branch
+                continue
+            margin = rows.margins(self.bounds.lower_bound_rows(bounds, rows.A))[0]
+            if margin > 0:
+                progress.leaves += 1
+                progress.min_margin = min(progress.min_margin, margin)
+                continue
+            unstable = _unstable(self.chain, bounds)
+            if len(unstable) <= self.settings.leaf_relus:
+                outcome = self._z3_leaf(case, bounds, 0, case.box.lower, case.box.upper, progress, deadline)
+                if outcome is True:
+                    continue
+                if outcome is not None:
+                    return Verdict.UNSAFE, outcome
+                return Verdict.UNKNOWN, None
+            k, j, _ = max(unstable, key=lambda t: t[2])
+            stack.append(decisions + [(k, j, False)])
+            stack.append(decisions + [(k, j, True)])
+        return Verdict.SAFE, None
+
+
+def _halves(lo: np.ndarray, hi: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both halves of every box along every free dimension: (B, D, 2, n) lower and upper."""
+    B, n = lo.shape
+    D = len(dims)
+    child_lo = np.broadcast_to(lo[:, None, None, :], (B, D, 2, n)).copy()
+    child_hi = np.broadcast_to(hi[:, None, None, :], (B, D, 2, n)).copy()
+    mid = (lo[:, dims] + hi[:, dims]) / 2                                # (B, D)
+    d_index = np.arange(D)
+    child_hi[:, d_index, 0, dims] = mid
+    child_lo[:, d_index, 1, dims] = mid
+    return child_lo, child_hi
+
+
+def _unstable(chain: Chain, bounds: ChainBounds) -> list[tuple[int, int, float]]:
+    """(step, neuron, score) of every unstable ReLU of box 0; score = triangle area -l*u."""
+    found = []
+    for k, step in enumerate(chain.steps):
+        if isinstance(step, Activation) and step.kind == "Relu":
+            l, u = bounds.lower[k][0], bounds.upper[k][0]
+            for j in np.flatnonzero((l < 0) & (u > 0)):
+                found.append((k, int(j), float(-l[j] * u[j])))
+    return found
+
+
+def _as_fixed(decisions, chain: Chain, root: ChainBounds):
+    by_step: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k, j, active in decisions:
+        size = root.lower[k].shape[1]
+        a, i = by_step.setdefault(k, (np.zeros((1, size), bool), np.zeros((1, size), bool)))
+        (a if active else i)[0, j] = True
+    return [(k, a, i) for k, (a, i) in by_step.items()]
+
+
+def case_within(case: Case, lo: np.ndarray, hi: np.ndarray) -> Case:
+    """The same unsafe condition over a sub-box (for attacks near a solver's model)."""
+    from .vnnlib import InputBox
+
+    box = InputBox(lo, hi, tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi))
+    return Case(box, case.unsafe)
+
+
+def robustness_property(network: Network, x: np.ndarray, label: int, eps: float, low: float = 0.0,
+                        high: float = 1.0) -> Property:
+    """The L-infinity robustness of one decision as a property: unsafe iff some other class
+    scores at least as high as `label` somewhere in the ball (clipped to [low, high])."""
+    from .vnnlib import InputBox, OutputConstraint
+
+    if not 0 <= label < network.n_outputs:
+        raise SmtVerifyError(f"label {label} is not a class of a network with {network.n_outputs} outputs",
+                             field="--label")
+    centre = np.asarray(x, dtype=np.float64).reshape(-1)
+    lower, upper = np.clip(centre - eps, low, high), np.clip(centre + eps, low, high)
+    box = InputBox(lower, upper, tuple(Fraction(float(v)) for v in lower), tuple(Fraction(float(v)) for v in upper))
+    constraints = []
+    for other in range(network.n_outputs):
+        if other != label:
+            row = np.zeros((1, network.n_outputs))
+            row[0, label], row[0, other] = 1.0, -1.0         # y_label - y_other <= 0
+            constraints.append(OutputConstraint(row, np.zeros(1), np.zeros(1, bool)))
+    return Property(network.path, network.n_inputs, network.n_outputs, (Case(box, tuple(constraints)),))

@@ -1,0 +1,138 @@
+"""The complete decision procedure: known verdicts come back, every counterexample is real, and on
+small random networks the verdict agrees with dense sampling and an independent exact Z3 encoding."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import z3
+from onnx import helper
+
+from smtverify import load_onnx, resources
+from smtverify.bench import read_instances
+from smtverify.cli import main
+from smtverify.reference import OnnxRuntimeExecutor
+from smtverify.verdict import Verdict
+from smtverify.verify import Settings, Verifier, robustness_property
+from smtverify.vnnlib import read_vnnlib
+from tests.conftest import SHARED, make_model, needs_shared, save
+
+# Quick instances with official verdicts (sat ones confirmed by a concrete counterexample).
+ACAS_SAMPLE = [("1_1", "1", "unsat"), ("2_4", "3", "unsat"), ("3_6", "4", "unsat"),
+               ("2_2", "2", "sat"), ("4_3", "2", "sat")]
+
+
+def decide(onnx_path, vnnlib_path, timeout=60.0):
+    network = load_onnx(onnx_path)
+    prop = read_vnnlib(vnnlib_path, network.n_inputs, network.n_outputs)
+    return network, prop, Verifier(network, Settings(timeout=timeout)).verify(prop)
+
+
+def assert_real_counterexample(network, prop, result):
+    """Inside the region exactly, and unsafe by onnxruntime's own output."""
+    x = result.counterexample.input.reshape(1, -1).astype(np.float32)
+    y = OnnxRuntimeExecutor(network).logits(x.reshape((1,) + network.input_shape))
+    assert prop.is_unsafe(x.astype(np.float64), y.astype(np.float64))[0]
+
+
+@needs_shared
+@pytest.mark.parametrize("instance", read_instances(SHARED / "smoke/instances.csv") if SHARED.is_dir() else [],
+                         ids=lambda i: f"{i.onnx.name}-{i.vnnlib.name}")
+def test_smoke_set_is_decided_correctly(instance):
+    network, prop, result = decide(instance.onnx, instance.vnnlib)
+    assert result.verdict.vnncomp == instance.expected
+    if result.verdict is Verdict.UNSAFE:
+        assert_real_counterexample(network, prop, result)
+    else:
+        assert result.min_margin is not None and result.min_margin > 0
+
+
+@needs_shared
+@pytest.mark.parametrize("net,prop_id,expected", ACAS_SAMPLE)
+def test_acasxu_sample(net, prop_id, expected):
+    network, prop, result = decide(SHARED / f"acasxu/onnx/ACASXU_run2a_{net}_batch_2000.onnx",
+                                   SHARED / f"acasxu/vnnlib/prop_{prop_id}.vnnlib")
+    assert result.verdict.vnncomp == expected
+    if expected == "sat":
+        assert_real_counterexample(network, prop, result)
+
+
+def test_certify_bundled_mlp_safe_and_unsafe():
+    network = load_onnx(resources.model_path("digits_mlp"))
+    data = resources.test_images("digits_mlp")
+    x, label = data.images[0], int(data.labels[0])
+    safe = Verifier(network, Settings(timeout=30)).verify(robustness_property(network, x, label, 0.005))
+    assert safe.verdict is Verdict.SAFE
+    unsafe = Verifier(network, Settings(timeout=30)).verify(robustness_property(network, x, label, 0.3))
+    assert unsafe.verdict is Verdict.UNSAFE
+    adversarial = unsafe.counterexample.input.reshape((1,) + network.input_shape)
+    assert OnnxRuntimeExecutor(network).classify(adversarial)[0] != label
+    assert np.abs(adversarial.reshape(-1) - x.reshape(-1)).max() <= 0.3
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+
+
+def test_certify_cli(tmp_path, capsys):
+    data = resources.test_images("digits_mlp")
+    np.save(tmp_path / "x.npy", data.images[0])
+    model = str(resources.model_path("digits_mlp"))
+    assert main(["certify", model, "--input", str(tmp_path / "x.npy"), "--label", str(data.labels[0]),
+                 "--eps", "0.3", "--out", str(tmp_path / "adv.npy")]) == 0
+    assert capsys.readouterr().out.startswith("UNSAFE")
+    assert (tmp_path / "adv.npy").is_file()
+
+
+# ----- random small networks against independent methods -----------------------------------------
+def random_network(tmp_path, seed: int):
+    """A 2-6-6-2 ReLU network with weights on the 2^-4 grid."""
+    rng = np.random.default_rng(seed)
+    w = [np.round(rng.normal(size=s) * 16) / 16 for s in [(2, 6), (6, 6), (6, 2)]]
+    b = [np.round(rng.normal(size=s) * 16) / 16 for s in [6, 6, 2]]
+    nodes, previous = [], "x"
+    for i in range(3):
+        nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"] if i < 2 else ["y"]))
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [f"a{i}"], [f"r{i}"]))
+            previous = f"r{i}"
+    inits = {f"w{i}": w[i].astype(np.float32) for i in range(3)} | {f"b{i}": b[i].astype(np.float32) for i in range(3)}
+    return save(make_model(nodes, ["N", 2], initializers=inits), tmp_path, f"net{seed}.onnx"), w, b
+
+
+def independent_z3(w, b, lower, upper, threshold) -> bool:
+    """Exact: is there x in the box with y0 - y1 <= threshold? (If-encoded ReLUs, no bounds.)"""
+    x = [z3.Real(f"x{i}") for i in range(2)]
+    solver = z3.Solver()
+    solver.add(*[z3.And(v >= Fraction(float(lo)), v <= Fraction(float(hi))) for v, lo, hi in zip(x, lower, upper)])
+    h = x
+    for i in range(3):
+        z = [sum(Fraction(float(w[i][k, j])) * h[k] for k in range(len(h))) + Fraction(float(b[i][j]))
+             for j in range(w[i].shape[1])]
+        h = [z3.If(v >= 0, v, 0) for v in z] if i < 2 else z
+    solver.add(h[0] - h[1] <= Fraction(float(threshold)))
+    return solver.check() == z3.sat
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_networks_agree_with_sampling_and_exact_z3(tmp_path, seed):
+    path, w, b = random_network(tmp_path, seed)
+    network = load_onnx(path)
+    rng = np.random.default_rng(100 + seed)
+    lower = rng.uniform(-1, 0, 2)
+    upper = lower + rng.uniform(0.2, 1.0, 2)
+    samples = rng.uniform(lower, upper, (20000, 2))
+    values = network.logits(samples, np.float64) @ np.array([1.0, -1.0])
+    threshold = float(np.round(np.quantile(values, 0.002 if seed % 2 else 0.0) - (0.05 if seed % 2 == 0 else 0), 4))
+    vnnlib = tmp_path / "p.vnnlib"
+    vnnlib.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+                      "(declare-const Y_1 Real)\n" + "".join(
+                          f"(assert (>= X_{i} {float(lower[i])!r}))\n(assert (<= X_{i} {float(upper[i])!r}))\n" for i in range(2))
+                      + f"(assert (<= (- Y_0 Y_1) {threshold!r}))\n")
+    network, prop, result = decide(path, vnnlib, timeout=30)
+    exact_sat = independent_z3(w, b, prop.cases[0].box.lower, prop.cases[0].box.upper, threshold)
+    assert result.verdict in (Verdict.SAFE, Verdict.UNSAFE)
+    assert (result.verdict is Verdict.UNSAFE) == exact_sat
+    if np.any(values <= threshold):
+        assert result.verdict is Verdict.UNSAFE
+    if result.verdict is Verdict.UNSAFE:
+        assert_real_counterexample(network, prop, result)
