@@ -32,6 +32,7 @@ class Settings:
     random_points: int = 4096
     attack_restarts: int = 256
     attack_steps: int = 60
+    attack_share: float = 0.1        # at most about this share of the timeout goes to falsification
     batch_boxes: int = 64            # boxes split per bounding call (input splitting)
     input_split_max_dims: int = 12   # input splitting only up to this many free input dimensions
     leaf_relus: int = 10             # Z3 decides a leaf with at most this many unstable ReLUs
@@ -88,6 +89,7 @@ class Verifier:
         self.chain: Chain = to_chain(network)
         self.bounds = BoundPropagator(self.chain)
         self.rng = np.random.default_rng(self.settings.seed)
+        self._cost: float | None = None
 
     def verify(self, prop: Property) -> Result:
         with one_blas_thread():
@@ -127,11 +129,25 @@ class Verifier:
             return self._input_split(case, rows, deadline, progress)
         return self._relu_split(case, rows, root, deadline, progress)
 
+    def _point_cost(self) -> float:
+        """Measured seconds for one point's forward and backward pass through the chain."""
+        if self._cost is None:
+            x = self.rng.uniform(0, 1, (32, self.chain.n_inputs))
+            start = time.perf_counter()
+            attack.gradient(self.chain, x, np.ones(self.chain.n_outputs))
+            self._cost = max((time.perf_counter() - start) / 32, 1e-7)
+        return self._cost
+
     def _falsify(self, case: Case, progress: _Progress):
-        """Random points then PGD; the first candidate onnxruntime confirms is the answer."""
+        """Random points then PGD, within a fixed share of the time budget; the first candidate
+        onnxruntime confirms is the answer."""
         s = self.settings
-        candidates = [attack.random_search(self.chain, case, s.random_points, self.rng)]
-        candidates.append(attack.pgd(self.chain, case, self.rng, restarts=s.attack_restarts, steps=s.attack_steps))
+        budget = s.attack_share * s.timeout / self._point_cost()          # point-evaluations we can afford
+        points = int(np.clip(budget / 4, 64, s.random_points))
+        restarts = int(np.clip(budget / (s.attack_steps * max(len(case.unsafe), 1)), 2, s.attack_restarts))
+        progress.extra.update(random_points=points, pgd_restarts=restarts)
+        candidates = [attack.random_search(self.chain, case, points, self.rng)]
+        candidates.append(attack.pgd(self.chain, case, self.rng, restarts=restarts, steps=s.attack_steps))
         for batch in candidates:
             found = self._confirm_any(case, batch, progress)
             if found is not None:
