@@ -308,7 +308,14 @@ def _float_inside(value: Fraction, lower: Fraction, upper: Fraction) -> float:
 def decide(encoding: Encoding, condition: z3.BoolRef, timeout_s: float) -> tuple[str, np.ndarray | str | None]:
     """Is some x in the box with chain(x) meeting the condition? A 'sat' model of an inexact
     encoding (Sigmoid/Tanh) is only a candidate; every model needs the concrete check anyway."""
-    return Decider(encoding).check_under([condition], timeout_s)
+    decider = Decider.__new__(Decider)     # one-shot: no push/pop (a push preprocesses outside the timeout)
+    decider.encoding, decider.solver = encoding, _make_solver()
+    decider.solver.set("timeout", max(1, int(timeout_s * 1000)))
+    decider.solver.add(encoding.constraints + [condition])
+    answer = decider.solver.check()
+    if answer == z3.sat:
+        return "sat", decider._input(decider.solver.model())
+    return ("unsat", None) if answer == z3.unsat else ("unknown", decider.solver.reason_unknown())
 
 
 # ----- SMT-LIB2 -----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ counterexample is confirmed by the independent executor before it is reported.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -236,6 +237,8 @@ class Verifier:
         return self._z3_leaf(case, bounds, index, lo, hi, progress, deadline)
 
     def _z3_leaf(self, case, bounds, index, lo, hi, progress, deadline: float):
+        import z3
+
         from . import encode   # Z3 is loaded only when a leaf needs it
 
         step_bounds = [(l[index], u[index]) for l, u in zip(bounds.lower, bounds.upper)]
@@ -246,7 +249,13 @@ class Verifier:
         if remaining <= 0.05:
             return None
         progress.z3_calls += 1
-        status, model = encode.decide(encoding, condition, remaining)
+        # Z3 does not always poll its own timeout in arithmetic; a watchdog interrupts it.
+        watchdog = threading.Timer(remaining + 0.5, z3.main_ctx().interrupt)
+        watchdog.start()
+        try:
+            status, model = encode.decide(encoding, condition, remaining)
+        finally:
+            watchdog.cancel()
         if status == "unsat":
             progress.z3_unsat += 1
             progress.leaves += 1
