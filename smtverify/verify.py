@@ -100,6 +100,10 @@ class Verifier:
         start = time.perf_counter()
         deadline = start + self.settings.timeout
         progress = _Progress()
+        if self.chain.final_softmax and not all(_order_only(c) for case in prop.cases for c in case.unsafe):
+            return Result(Verdict.UNKNOWN, "none", seconds=time.perf_counter() - start,
+                          reason="the network ends in Softmax and the property is not a comparison of two "
+                                 "outputs; only such comparisons are decided on the logits")
         verdict, counterexample = Verdict.SAFE, None
         for case in prop.cases:
             verdict, counterexample = self._decide_case(case, deadline, progress)
@@ -301,6 +305,12 @@ class Verifier:
             stack.append(decisions + [(k, j, False)])
             stack.append(decisions + [(k, j, True)])
         return Verdict.SAFE, None
+
+
+def _order_only(constraint) -> bool:
+    """Rows y_i - y_j <= 0 (scaled): Softmax keeps their truth, so the logits decide them."""
+    rows = constraint.A
+    return bool(np.all(constraint.b == 0) and np.all(rows.sum(axis=1) == 0) and np.all((rows != 0).sum(axis=1) == 2))
 
 
 def _halves(lo: np.ndarray, hi: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

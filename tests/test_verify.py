@@ -136,3 +136,14 @@ def test_random_networks_agree_with_sampling_and_exact_z3(tmp_path, seed):
         assert result.verdict is Verdict.UNSAFE
     if result.verdict is Verdict.UNSAFE:
         assert_real_counterexample(network, prop, result)
+
+
+def test_final_softmax_is_decided_only_for_output_comparisons(tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Softmax", ["h"], ["y"])]
+    path = save(make_model(nodes, ["N", 2], initializers={"w": np.array([[1, -1], [0.5, 2]], np.float32)}), tmp_path)
+    header = "".join(f"(declare-const {v} Real)\n" for v in ["X_0", "X_1", "Y_0", "Y_1"])
+    box = "(assert (>= X_0 0))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 1))\n"
+    (tmp_path / "cmp.vnnlib").write_text(header + box + "(assert (<= Y_0 Y_1))\n")
+    (tmp_path / "level.vnnlib").write_text(header + box + "(assert (<= Y_0 0.1))\n")
+    assert decide(path, tmp_path / "cmp.vnnlib")[2].verdict in (Verdict.SAFE, Verdict.UNSAFE)
+    assert decide(path, tmp_path / "level.vnnlib")[2].verdict is Verdict.UNKNOWN
