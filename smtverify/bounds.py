@@ -120,9 +120,12 @@ class BoundPropagator:
 
     # ----- forward -------------------------------------------------------------------------
     def forward(self, lower: np.ndarray, upper: np.ndarray,
-                fixed: list[tuple[int, np.ndarray, np.ndarray]] | None = None) -> ChainBounds:
+                fixed: list[tuple[int, np.ndarray, np.ndarray]] | None = None,
+                within: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> ChainBounds:
         """Bounds for boxes lower/upper (B, n). `fixed` lists (step, active_mask, inactive_mask)
-        ReLU phase decisions (branch and bound): an active ReLU's input is >= 0, an inactive's <= 0."""
+        ReLU phase decisions (branch and bound): an active ReLU's input is >= 0, an inactive's <= 0.
+        `within` gives bounds known for each step's input (B rows each), e.g. those of the box a
+        box was split from: they are intersected in, so splitting never loosens a layer."""
         lower = np.asarray(lower, dtype=np.float64)
         upper = np.asarray(upper, dtype=np.float64)
         B, n = lower.shape
@@ -152,6 +155,9 @@ class BoundPropagator:
                     lo_i, hi_i = np.maximum(lo_i, lo_s), np.minimum(hi_i, hi_s)
                 lo, hi = lo_i - slack, hi_i + slack
             else:
+                if within is not None:
+                    lo, hi = np.maximum(lo, within[0][k]), np.minimum(hi, within[1][k])
+                    out.lower[k], out.upper[k] = lo, hi
                 if self.backsub and out.relaxations and isinstance(step, Activation) and step.kind == "Relu":
                     # (before the first nonlinearity the forward symbolic bound is already exact)
                     lo, hi = self._tighten_unstable(out, k, lo, hi, slack)

@@ -54,12 +54,18 @@ class _Rows:
 
     @classmethod
     def of(cls, case: Case) -> "_Rows":
-        A = [c.A for c in case.unsafe]
-        group = np.concatenate([np.full(len(c.b), g) for g, c in enumerate(case.unsafe)]) if case.unsafe else np.zeros(0)
+        """Each constraint's rows, plus sums of them: a conjunction can be impossible although no
+        single row is, and any non-negative combination of its rows refutes it just as soundly."""
+        A, b, group = [], [], []
+        for g, constraint in enumerate(case.unsafe):
+            rows, rhs = _with_combinations(constraint.A, constraint.b)
+            A.append(rows)
+            b.append(rhs)
+            group.append(np.full(len(rhs), g))
         n_out = case.unsafe[0].A.shape[1] if case.unsafe else 0
-        return cls(np.concatenate(A) if A else np.zeros((0, n_out)),
-                   np.concatenate([c.b for c in case.unsafe]) if A else np.zeros(0),
-                   group.astype(np.int64), len(case.unsafe))
+        if not A:
+            return cls(np.zeros((0, n_out)), np.zeros(0), np.zeros(0, np.int64), 0)
+        return cls(np.concatenate(A), np.concatenate(b), np.concatenate(group).astype(np.int64), len(case.unsafe))
 
     def margins(self, row_lower: np.ndarray) -> np.ndarray:
         """Per box: min over constraints of max over its rows of (lower bound - b). > 0 means safe."""
@@ -171,7 +177,8 @@ class Verifier:
     def _input_split(self, case: Case, rows: _Rows, deadline: float, progress: _Progress):
         """Depth-first branch and bound on the input box. Each box is split along the dimension
         whose worse half is bounded best (all halves bounded in one batch)."""
-        stack = [(case.box.lower.copy(), case.box.upper.copy(), -np.inf)]
+        root = self.bounds.forward(case.box.lower[None], case.box.upper[None])
+        stack = [(case.box.lower.copy(), case.box.upper.copy(), -np.inf, _layer_bounds(root, 0))]
         free = np.flatnonzero(case.box.upper > case.box.lower)
         rounds = 0
         while stack:
@@ -189,7 +196,10 @@ class Verifier:
             child_lo, child_hi = _halves(lo, hi, free)                  # (B, D, 2, n)
             B, D = lo.shape[0], len(free)
             flat_lo, flat_hi = child_lo.reshape(-1, lo.shape[1]), child_hi.reshape(-1, lo.shape[1])
-            bounds = self.bounds.forward(flat_lo, flat_hi)
+            parents = [np.repeat(np.stack([b[3][side][k] for b in batch]), 2 * D, axis=0)
+                       for side in (0, 1) for k in range(len(self.chain.steps))]
+            within = (parents[:len(self.chain.steps)], parents[len(self.chain.steps):])
+            bounds = self.bounds.forward(flat_lo, flat_hi, within=within)
             margins = rows.margins(self.bounds.lower_bound_rows(bounds, rows.A)).reshape(B, D, 2)
             progress.boxes_bounded += flat_lo.shape[0]
             best = np.argmax(margins.min(axis=2), axis=1)                # split dimension per box
@@ -208,7 +218,7 @@ class Verifier:
                 index = (i * D + best[i]) * 2 + half
                 outcome = self._leaf(case, rows, bounds, index, clo, chi, progress, deadline)
                 if outcome is None:
-                    stack.append((clo, chi, m))
+                    stack.append((clo, chi, m, _layer_bounds(bounds, index)))
                 elif outcome is not True:
                     return Verdict.UNSAFE, outcome
         return Verdict.SAFE, None
@@ -217,7 +227,7 @@ class Verifier:
         """PGD inside the open boxes whose bounds are worst: where a counterexample most likely is."""
         worst = sorted(range(len(stack)), key=lambda i: stack[i][2])[:self.settings.local_attack_boxes]
         for i in worst:
-            lo, hi, _ = stack[i]
+            lo, hi = stack[i][:2]
             points = attack.pgd(self.chain, case_within(case, lo, hi), self.rng, restarts=8, steps=30)
             found = self._confirm_any(case, points, progress, limit=2)
             if found is not None:
@@ -305,6 +315,24 @@ class Verifier:
             stack.append(decisions + [(k, j, False)])
             stack.append(decisions + [(k, j, True)])
         return Verdict.SAFE, None
+
+
+def _layer_bounds(bounds: ChainBounds, index: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One box's bounds on the input of every step, to bound its sub-boxes within."""
+    return [l[index] for l in bounds.lower[:-1]], [u[index] for u in bounds.upper[:-1]]
+
+
+def _with_combinations(A: np.ndarray, b: np.ndarray, max_pairs_rows: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of A y <= b, then every pair's sum (for up to max_pairs_rows rows) and the total."""
+    m = len(b)
+    if m < 2:
+        return A, b
+    extra_A, extra_b = [A.sum(axis=0, keepdims=True)], [b.sum(keepdims=True)]
+    if m <= max_pairs_rows:
+        i, j = np.triu_indices(m, 1)
+        extra_A.append(A[i] + A[j])
+        extra_b.append(b[i] + b[j])
+    return np.concatenate([A] + extra_A), np.concatenate([b] + extra_b)
 
 
 def _order_only(constraint) -> bool:
