@@ -310,8 +310,9 @@ class Verifier:
                     continue
                 if outcome is not None:
                     return Verdict.UNSAFE, outcome
-                return Verdict.UNKNOWN, None
-            k, j, _ = max(unstable, key=lambda t: t[2])
+                if not unstable:     # Z3 could not decide and nothing is left to split
+                    return Verdict.UNKNOWN, None
+            k, j, _ = max(unstable, key=lambda t: t[2])     # undecided: split on
             stack.append(decisions + [(k, j, False)])
             stack.append(decisions + [(k, j, True)])
         return Verdict.SAFE, None
