@@ -147,3 +147,16 @@ def test_final_softmax_is_decided_only_for_output_comparisons(tmp_path):
     (tmp_path / "level.vnnlib").write_text(header + box + "(assert (<= Y_0 0.1))\n")
     assert decide(path, tmp_path / "cmp.vnnlib")[2].verdict in (Verdict.SAFE, Verdict.UNSAFE)
     assert decide(path, tmp_path / "level.vnnlib")[2].verdict is Verdict.UNKNOWN
+
+
+@needs_shared
+def test_vnnlib_and_bench_commands(tmp_path, capsys):
+    model, prop = SHARED / "smoke/onnx/test_sat.onnx", SHARED / "smoke/vnnlib/test_prop.vnnlib"
+    assert main(["vnnlib", str(model), str(prop), "--out", str(tmp_path / "result.txt")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "sat"
+    lines = (tmp_path / "result.txt").read_text().split("\n")
+    assert lines[0] == "sat" and any(line.startswith("(X_0 ") for line in lines)
+    assert main(["bench", str(SHARED / "smoke/instances.csv"), "--out", str(tmp_path / "r.csv"), "--json"]) == 0
+    record = __import__("json").loads(capsys.readouterr().out)
+    assert record["solved"] == 5 and record["wrong"] == 0
+    assert len((tmp_path / "r.csv").read_text().strip().splitlines()) == 6
