@@ -90,11 +90,11 @@ def holds_exactly(constraint: OutputConstraint, y: np.ndarray) -> bool:
     Rows whose float64 sum is too close to b for its rounding to be ruled out are summed in Fractions."""
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     lhs = constraint.A @ y
-    rounding = 2 * (len(y) + 1) * 2.0 ** -53 * (np.abs(constraint.A) @ np.abs(y))
+    rounding = 2 * (len(y) + 1) * 2.0 ** -53 * (np.abs(constraint.A) @ np.abs(y)) + np.abs(constraint.b) * 2.0 ** -52
     holds = np.where(constraint.strict, lhs < constraint.b, lhs <= constraint.b)
     for i in np.flatnonzero((np.abs(lhs - constraint.b) <= rounding) & np.isfinite(lhs)):    # rows, rarely any
         exact = sum(Fraction(a) * Fraction(v) for a, v in zip(constraint.A[i].tolist(), y.tolist()))
-        bound = Fraction(float(constraint.b[i]))
+        bound = constraint.rhs_exact(i)
         holds[i] = exact < bound if constraint.strict[i] else exact <= bound
     return bool(np.all(holds))
 

@@ -37,11 +37,18 @@ _ZERO, _ONE = Fraction(0), Fraction(1)
 
 @dataclass(frozen=True)
 class OutputConstraint:
-    """The conjunction A @ y <= b, row-wise; strict[i] marks a '<' row. No rows: always holds."""
+    """The conjunction A @ y <= b, row-wise; strict[i] marks a '<' row. No rows: always holds.
+
+    `b` is each right-hand side rounded up to a float, so a bound proving A_i y > b_i proves the
+    row false; `b_exact` keeps them as written, for exact checks of counterexamples."""
 
     A: np.ndarray
     b: np.ndarray
     strict: np.ndarray
+    b_exact: tuple[Fraction, ...] | None = None
+
+    def rhs_exact(self, row: int) -> Fraction:
+        return self.b_exact[row] if self.b_exact is not None else Fraction(float(self.b[row]))
 
     def holds(self, y: np.ndarray) -> np.ndarray:
         """y (..., n_outputs) -> bool (...); strict rows are checked strictly."""
@@ -51,7 +58,8 @@ class OutputConstraint:
 
 @dataclass(frozen=True)
 class InputBox:
-    """Closed bounds per input, as float64 and exactly as written in the file."""
+    """Closed bounds per input, exactly as written in the file and as float64 rounded outward (so
+    the float box contains the exact one and bounds over it hold for every real point of it)."""
 
     lower: np.ndarray
     upper: np.ndarray
@@ -365,8 +373,18 @@ class _Bounds:
                 side = "lower" if low is None else "upper"
                 reader.fail(f"input X_{i} has no {side} bound in the input region (every input "
                             "needs both)", reader.declared[f"X_{i}"])
-        return InputBox(_frozen([float(v) for v in self.lower]), _frozen([float(v) for v in self.upper]),
-                        tuple(self.lower), tuple(self.upper))
+        return InputBox(_frozen([float_toward(v, up=False) for v in self.lower]),
+                        _frozen([float_toward(v, up=True) for v in self.upper]), tuple(self.lower), tuple(self.upper))
+
+
+def float_toward(value: Fraction, up: bool) -> float:
+    """The nearest float64 at or above (up) or at or below a rational."""
+    x = float(value)
+    if up and Fraction(x) < value:
+        return float(np.nextafter(x, np.inf))
+    if not up and Fraction(x) > value:
+        return float(np.nextafter(x, -np.inf))
+    return x
 
 
 def _frozen(values: list) -> np.ndarray:
@@ -384,7 +402,8 @@ def _constraint(rows: list[_Row], n_outputs: int) -> OutputConstraint:
     A.setflags(write=False)
     strict = np.array([row.strict for row in rows], dtype=bool)
     strict.setflags(write=False)
-    return OutputConstraint(A, _frozen([float(row.rhs) for row in rows]), strict)
+    return OutputConstraint(A, _frozen([float_toward(row.rhs, up=True) for row in rows]), strict,
+                            tuple(row.rhs for row in rows))
 
 
 def _cases(common: list[_Atom], disjuncts: _Dnf, n_inputs: int, n_outputs: int,

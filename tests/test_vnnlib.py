@@ -45,8 +45,13 @@ def rows(*pairs: tuple[dict[int, float], float], n: int = 5) -> tuple[np.ndarray
     return A, np.array([rhs for _, rhs in pairs], dtype=float)
 
 
+def exact(*literals: str) -> tuple[Fraction, ...]:
+    return tuple(Fraction(v) for v in literals)
+
+
 def assert_rows(constraint, A, b, strict=None):
     np.testing.assert_array_equal(constraint.A, A)
+    assert constraint.b_exact == tuple(Fraction(v) for v in b)    # these literals are exact floats
     np.testing.assert_array_equal(constraint.b, b)
     np.testing.assert_array_equal(constraint.strict, strict if strict is not None else [False] * len(b))
 
@@ -63,11 +68,21 @@ def test_benchmark_file_parses(path):
         box = case.box
         assert box.lower.shape == box.upper.shape == (prop.n_inputs,)
         assert np.all(box.lower <= box.upper)
-        assert [float(v) for v in box.lower_exact] == box.lower.tolist()
+        assert_outward(box.lower, box.lower_exact, up=False)
+        assert_outward(box.upper, box.upper_exact, up=True)
         for constraint in case.unsafe:
             assert constraint.A.shape == (len(constraint.b), prop.n_outputs)
             assert constraint.strict.shape == constraint.b.shape
+            assert_outward(constraint.b, constraint.b_exact, up=True)
     assert_box_matches_bound_lines(path.read_text(), prop)
+
+
+def assert_outward(floats, exact, up: bool) -> None:
+    """Each float is the nearest float64 on its side of the exact value: a box never shrinks, an
+    unsafe right-hand side never tightens."""
+    for f, e in zip(floats.tolist(), exact):
+        inward = Fraction(float(np.nextafter(f, -np.inf if up else np.inf)))
+        assert (inward < e <= Fraction(f)) if up else (Fraction(f) <= e < inward)
 
 
 def assert_box_matches_bound_lines(text: str, prop) -> None:
@@ -93,10 +108,10 @@ def test_acasxu_prop6_is_two_boxes_with_four_disjuncts_each():
     prop = read_vnnlib(SHARED / "acasxu/vnnlib/prop_6.vnnlib", 5, 5)
     assert (prop.n_inputs, prop.n_outputs) == (5, 5)
     first, second = prop.cases
-    assert first.box.lower.tolist() == [-0.129289109, 0.11140846, -0.499999896, -0.5, -0.5]
-    assert first.box.upper.tolist() == [0.700434925, 0.499999896, -0.499204121, 0.5, 0.5]
-    assert second.box.lower.tolist() == [-0.129289109, -0.499999896, -0.499999896, -0.5, -0.5]
-    assert second.box.upper.tolist() == [0.700434925, -0.11140846, -0.499204121, 0.5, 0.5]
+    assert first.box.lower_exact == tuple(map(Fraction, ["-0.129289109", "0.11140846", "-0.499999896", "-0.5", "-0.5"]))
+    assert first.box.upper_exact == tuple(map(Fraction, ["0.700434925", "0.499999896", "-0.499204121", "0.5", "0.5"]))
+    assert second.box.lower_exact == tuple(map(Fraction, ["-0.129289109", "-0.499999896", "-0.499999896", "-0.5", "-0.5"]))
+    assert np.allclose(second.box.upper, [0.700434925, -0.11140846, -0.499204121, 0.5, 0.5], rtol=0, atol=1e-16)
     assert second.box.upper_exact[1] == Fraction("-0.11140846")
     for case in prop.cases:                          # (<= Y_j Y_0): Y_j - Y_0 <= 0, j = 1..4
         assert len(case.unsafe) == 4
@@ -108,8 +123,8 @@ def test_acasxu_prop6_is_two_boxes_with_four_disjuncts_each():
 def test_acasxu_prop2_conjunction_of_four_rows():
     box_and_rows = only_case(read_vnnlib(SHARED / "acasxu/vnnlib/prop_2.vnnlib"))
     box = box_and_rows.box
-    assert box.lower.tolist() == [0.6, -0.5, -0.5, 0.45, -0.5]
-    assert box.upper.tolist() == [0.679857769, 0.5, 0.5, 0.5, -0.45]
+    assert box.lower_exact == exact("0.6", "-0.5", "-0.5", "0.45", "-0.5")
+    assert box.upper_exact == exact("0.679857769", "0.5", "0.5", "0.5", "-0.45")
     assert box.upper_exact[0] == Fraction("0.679857769") and box.lower_exact[3] == Fraction("0.45")
     assert box.upper_exact[4] == Fraction(-45, 100)
     (constraint,) = box_and_rows.unsafe              # Y_0 is maximal: Y_j - Y_0 <= 0 for all j
@@ -119,8 +134,8 @@ def test_acasxu_prop2_conjunction_of_four_rows():
 @needs_shared
 def test_acasxu_prop8_disjunction_of_two_row_conjunctions():
     case = only_case(read_vnnlib(SHARED / "acasxu/vnnlib/prop_8.vnnlib"))
-    assert case.box.lower.tolist() == [-0.328422877, -0.499999896, -0.015915494, -0.045454545, 0.0]
-    assert case.box.upper.tolist() == [0.679857769, -0.374999922, 0.015915494, 0.5, 0.5]
+    assert case.box.lower_exact == exact("-0.328422877", "-0.499999896", "-0.015915494", "-0.045454545", "0")
+    assert case.box.upper_exact == exact("0.679857769", "-0.374999922", "0.015915494", "0.5", "0.5")
     assert case.box.lower_exact[0] == Fraction("-0.328422877")
     assert len(case.unsafe) == 3
     for j, constraint in zip((2, 3, 4), case.unsafe):   # (<= Y_j Y_0) (<= Y_j Y_1)
@@ -214,7 +229,7 @@ def test_input_bounds_from_linear_terms_are_exact(tmp_path):
     box = only_case(read_vnnlib(write(tmp_path, body))).box
     assert box.lower_exact == (Fraction("-0.1"), Fraction(1, 8))     # repeated bounds intersect
     assert box.upper_exact == (Fraction(1, 3), Fraction(1, 8))
-    assert box.upper.tolist() == [1 / 3, 0.125]
+    assert box.upper.tolist() == [float(np.nextafter(1 / 3, 1)), 0.125]    # 1/3 rounded up: the box never shrinks
 
 
 def test_nested_and_or_to_dnf(tmp_path):
