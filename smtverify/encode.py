@@ -34,7 +34,8 @@ SMOOTH_SLOPE = {"Sigmoid": lambda f: f * (1 - f), "Tanh": lambda f: 1 - f * f}
 @dataclass
 class Encoding:
     """y = chain(x) for x in a box, as Z3 terms: values[0] are the inputs X_i, values[k + 1] the
-    outputs of step k, values[-1] the outputs Y_j."""
+    outputs of step k, values[-1] the outputs Y_j. Affine outputs are terms over earlier values,
+    not variables (see "Measured choices"); only nonlinear outputs get variables."""
 
     values: list[list[z3.ArithRef]]
     constraints: list[z3.BoolRef]
@@ -80,59 +81,57 @@ def _linear(coefficients: np.ndarray, columns: np.ndarray, variables: list[z3.Ar
 
 
 # ----- the chain ----------------------------------------------------------------------------------
+Terms = list[z3.ArithRef]
+
+
 def encode_chain(chain: Chain, input_box_exact: Box, step_bounds: Sequence[Bounds] | None = None) -> Encoding:
     """Constraints for y = chain(x), x in the box. `step_bounds[k]` bounds the input of step k
-    (sound, e.g. from bounds.BoundPropagator); without it, ReLUs are all case-split, and steps with
-    a rounding allowance (rel_error > 0) cannot be encoded."""
+    (sound, e.g. from bounds.BoundPropagator; extra entries are ignored). Without it every ReLU is
+    case-split without cuts, and steps with a rounding allowance (rel_error > 0) cannot be encoded."""
     lower, upper = (tuple(Fraction(v) for v in side) for side in input_box_exact)
     xs = [z3.Real(f"X_{i}") for i in range(chain.n_inputs)]
     constraints = [c for x, lo, hi in zip(xs, lower, upper) for c in (x >= _rational(lo), x <= _rational(hi))]
     values = [xs]
-    last = len(chain.steps) - 1
     for k, step in enumerate(chain.steps):
-        prefix = "Y" if k == last else f"N{k + 1}"
         bounds = step_bounds[k] if step_bounds is not None else None
-        out = [z3.Real(f"{prefix}_{i}") for i in range(_size(step))]
-        constraints += _encode_step(step, k, values[-1], out, bounds)
+        out, more = _encode_step(step, k, values[-1], bounds)
         values.append(out)
+        constraints += more
+    ys = [z3.Real(f"Y_{j}") for j in range(len(values[-1]))]
+    constraints += [y == v for y, v in zip(ys, values[-1])]
+    values[-1] = ys
     exact = not any(isinstance(s, Activation) and s.kind != "Relu" for s in chain.steps)
     return Encoding(values, constraints, exact, (lower, upper))
 
 
-def _size(step: Step) -> int:
-    if isinstance(step, Affine):
-        return step.W.shape[0]
-    if isinstance(step, MaxPool):
-        return step.groups.shape[0]
-    return step.size
+def _variables(k: int, n: int) -> Terms:
+    """Fresh variables for the outputs of nonlinear step k (value k + 1)."""
+    return [z3.Real(f"N{k + 1}_{i}") for i in range(n)]
 
 
-def _encode_step(step: Step, k: int, xs: list, ys: list, bounds: Bounds | None) -> list[z3.BoolRef]:
+def _encode_step(step: Step, k: int, xs: Terms, bounds: Bounds | None) -> tuple[Terms, list[z3.BoolRef]]:
     if isinstance(step, Affine):
-        return _encode_affine(step, k, xs, ys, bounds)
+        return _encode_affine(step, k, xs, bounds)
     if isinstance(step, MaxPool):
-        return _encode_maxpool(step, xs, ys, bounds)
+        return _encode_maxpool(step, k, xs, bounds)
     if step.kind == "Relu":
-        return _encode_relu(xs, ys, bounds)
-    return _encode_smooth(step.kind, xs, ys, bounds)
+        return _encode_relu(k, xs, bounds)
+    return _encode_smooth(step.kind, k, xs, bounds)
 
 
-def _encode_affine(step: Affine, k: int, xs: list, ys: list, bounds: Bounds | None) -> list[z3.BoolRef]:
-    """y = W x + b over the nonzero weights of each row; plus a bounded error term per row where
-    forming W or b rounded (rel_error > 0): |e_i| <= rel_error * (|W_i| . max|x| + |b_i|)."""
+def _encode_affine(step: Affine, k: int, xs: Terms, bounds: Bounds | None) -> tuple[Terms, list[z3.BoolRef]]:
+    """W x + b as terms over the nonzero weights of each row; plus a bounded error variable per row
+    where forming W or b rounded (rel_error > 0): |e_i| <= rel_error * (|W_i| . max|x| + |b_i|)."""
     W = sparse.csr_matrix(step.W)
     W.eliminate_zeros()
-    errors = _affine_errors(step, W, k, bounds) if step.rel_error > 0 else None
-    constraints = []
-    for i, y in enumerate(ys):
-        row = slice(W.indptr[i], W.indptr[i + 1])
-        rhs = _linear(W.data[row], W.indices[row], xs, float(step.b[i]))
-        if errors is not None:
-            e = z3.Real(f"E{k}_{i}")
-            rhs = rhs + e
-            constraints += [e >= -errors[i], e <= errors[i]]
-        constraints.append(y == rhs)
-    return constraints
+    out = [_linear(W.data[W.indptr[i]:W.indptr[i + 1]], W.indices[W.indptr[i]:W.indptr[i + 1]], xs,
+                   float(step.b[i])) for i in range(W.shape[0])]
+    if step.rel_error == 0:
+        return out, []
+    errors = [z3.Real(f"E{k}_{i}") for i in range(len(out))]
+    limits = _affine_errors(step, W, k, bounds)
+    constraints = [c for e, m in zip(errors, limits) for c in (e >= -m, e <= m)]
+    return [t + e for t, e in zip(out, errors)], constraints
 
 
 def _affine_errors(step: Affine, W: sparse.csr_matrix, k: int, bounds: Bounds | None) -> list[z3.RatNumRef]:
@@ -145,24 +144,31 @@ def _affine_errors(step: Affine, W: sparse.csr_matrix, k: int, bounds: Bounds | 
     return [_rational(_up(t * (1 + 2.0 ** -20))) for t in total]
 
 
-def _encode_relu(zs: list, ys: list, bounds: Bounds | None) -> list[z3.BoolRef]:
-    """Stable ReLUs (sound bounds not straddling 0) as identity or 0; unstable ones as an If term
-    (see RELU_MEASUREMENTS for why not the disjunction or the triangle cuts)."""
+def _encode_relu(k: int, zs: Terms, bounds: Bounds | None) -> tuple[Terms, list[z3.BoolRef]]:
+    """Stable ReLUs (sound bounds not straddling 0) pass their input or 0 on, with no variable;
+    unstable ones get a variable y, the disjunction (z >= 0 and y = z) or (z <= 0 and y = 0), and,
+    with bounds l < 0 < u, the triangle cuts y >= 0, y >= z, y <= u (z - l) / (u - l)
+    (see "Measured choices")."""
+    lo, hi = bounds if bounds is not None else (np.full(len(zs), -np.inf), np.full(len(zs), np.inf))
+    out: Terms = []
     constraints = []
-    for i, (z, y) in enumerate(zip(zs, ys)):
-        lo, hi = (bounds[0][i], bounds[1][i]) if bounds is not None else (-np.inf, np.inf)
-        if lo >= 0:
-            constraints.append(y == z)
-        elif hi <= 0:
-            constraints.append(y == 0)
-        else:
-            constraints.append(y == z3.If(z >= 0, z, 0))
-    return constraints
+    for i, z in enumerate(zs):
+        if lo[i] >= 0 or hi[i] <= 0:
+            out.append(z if lo[i] >= 0 else _rational(0))
+            continue
+        y = z3.Real(f"N{k + 1}_{i}")
+        out.append(y)
+        constraints.append(z3.Or(z3.And(z >= 0, y == z), z3.And(z <= 0, y == 0)))
+        if bounds is not None:
+            l, u = _down(lo[i]), _up(hi[i])
+            constraints += [y >= 0, y >= z, y <= _rational(u / (u - l)) * (z - _rational(l))]
+    return out, constraints
 
 
-def _encode_maxpool(step: MaxPool, xs: list, ys: list, bounds: Bounds | None) -> list[z3.BoolRef]:
+def _encode_maxpool(step: MaxPool, k: int, xs: Terms, bounds: Bounds | None) -> tuple[Terms, list[z3.BoolRef]]:
     """y = max of the window as: y >= every member, y equals one of them. A member whose upper bound
     is below another's lower bound can never be the max and is left out of the disjunction."""
+    ys = _variables(k, step.groups.shape[0])
     constraints = []
     for group, y in zip(step.groups, ys):
         members = group[group >= 0]
@@ -170,15 +176,16 @@ def _encode_maxpool(step: MaxPool, xs: list, ys: list, bounds: Bounds | None) ->
         if bounds is not None:
             members = members[bounds[1][members] >= bounds[0][members].max()]
         constraints.append(z3.Or([y == xs[j] for j in members]))
-    return constraints
+    return ys, constraints
 
 
-def _encode_smooth(kind: str, zs: list, ys: list, bounds: Bounds | None) -> list[z3.BoolRef]:
+def _encode_smooth(kind: str, k: int, zs: Terms, bounds: Bounds | None) -> tuple[Terms, list[z3.BoolRef]]:
     """Sigmoid/Tanh enclosed soundly: y in [f(l), f(u)] (f is monotone), and where f has one
     curvature on [l, u] the chord on one side and the tangent at the midpoint on the other."""
+    ys = _variables(k, len(zs))
     low, high = SMOOTH_RANGE[kind]
     if bounds is None:
-        return [c for y in ys for c in (y >= low, y <= high)]
+        return ys, [c for y in ys for c in (y >= low, y <= high)]
     lo, hi = np.asarray(bounds[0], np.float64), np.asarray(bounds[1], np.float64)
     f = Activation(kind, len(zs)).forward
     f_lo, f_hi = f(lo), f(hi)
@@ -188,7 +195,7 @@ def _encode_smooth(kind: str, zs: list, ys: list, bounds: Bounds | None) -> list
                         y <= _rational(min(Fraction(high), Fraction(f_hi[i]) + Fraction(SMOOTH_SLACK)))]
         if (lo[i] >= 0 or hi[i] <= 0) and hi[i] - lo[i] > 2 ** -20:
             constraints += _chord_and_tangent(kind, z, y, lo[i], hi[i], f_lo[i], f_hi[i])
-    return constraints
+    return ys, constraints
 
 
 def _chord_and_tangent(kind: str, z, y, lo: float, hi: float, f_lo: float, f_hi: float) -> list[z3.BoolRef]:
@@ -215,14 +222,15 @@ def unsafe_condition(encoding: Encoding, constraints: Sequence) -> z3.BoolRef:
     ('<' on strict rows). No constraint at all means every output is unsafe."""
     if not constraints:
         return z3.BoolVal(True)
-    return z3.Or([z3.And([_row(encoding.outputs, a, b, s) for a, b, s in zip(c.A, c.b, c.strict)])
+    return z3.Or([z3.And([_row(encoding.outputs, a, c.rhs_exact(i), s) for i, (a, s) in enumerate(zip(c.A, c.strict))])
                   for c in constraints])
 
 
-def _row(ys: list, a: np.ndarray, b: float, strict: bool) -> z3.BoolRef:
+def _row(ys: list, a: np.ndarray, b: Fraction, strict: bool) -> z3.BoolRef:
+    """One output row as written (its right-hand side exact, not rounded to a float)."""
     columns = np.flatnonzero(a)
     lhs = _linear(a[columns], columns, ys)
-    return lhs < _rational(float(b)) if strict else lhs <= _rational(float(b))
+    return lhs < _rational(b) if strict else lhs <= _rational(b)
 
 
 def box_condition(encoding: Encoding, lower: Sequence[Fraction], upper: Sequence[Fraction]) -> z3.BoolRef:
@@ -259,7 +267,7 @@ def step_bounds(chain: Chain, box: Box) -> list[Bounds]:
 
 # ----- solving ------------------------------------------------------------------------------------
 def _make_solver() -> z3.Solver:
-    """See SOLVER_MEASUREMENTS."""
+    """See "Measured choices"."""
     return z3.Solver()
 
 
@@ -325,7 +333,7 @@ def to_smtlib2(encoding: Encoding, condition: z3.BoolRef, comment: str = "") -> 
     assertions = list(encoding.constraints) + [condition]
     *rest, last = [a.as_ast() for a in assertions]
     array = (z3.Ast * len(rest))(*rest)
-    header = [line for line in comment.splitlines()]
+    header = comment.splitlines()
     if not encoding.exact:
         header.append("over-approximation (Sigmoid/Tanh bounded linearly): only unsat is conclusive")
     text = z3.Z3_benchmark_to_smtlib_string(z3.main_ctx().ref(), "generated by smtverify.encode",
