@@ -25,7 +25,8 @@ class Verdict(str, Enum):
 
 
 SAFE_GUARANTEE = ("complete on the continuous region: proven by sound bounds (float64 with an a-priori "
-                  "rounding-error allowance) and Z3 over exact rationals of the stored weights; the network "
+                  "rounding-error allowance), LP bounds certified by weak duality with outward rounding, and Z3 "
+                  "over exact rationals of the stored weights; the network "
                   "itself runs in float32, so margins below the reported smallest proven margin are not "
                   "protected against float32 rounding")
 UNSAFE_GUARANTEE = ("counterexample inside the region (float32 values, checked exactly against the bounds) and "

@@ -14,8 +14,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from . import attack, confirm
+from . import attack, confirm, lp
 from .bounds import BoundPropagator, ChainBounds
+from .lp import LpRelaxation
 from .errors import SmtVerifyError
 from .network import Network
 from .pwl import Activation, Chain, to_chain
@@ -38,6 +39,7 @@ class Settings:
     input_split_max_dims: int = 12   # input splitting only up to this many free input dimensions
     leaf_relus: int = 10             # Z3 decides a leaf with at most this many unstable ReLUs
     leaf_timeout: float = 20.0
+    lp_tighten_share: float = 0.3    # ReLU splitting: at most this share of the time tightens neuron bounds by LP
     local_attack_every: int = 10     # input splitting: every this many rounds, attack the worst open boxes
     local_attack_boxes: int = 8
     max_leaves: int = 200_000
@@ -82,6 +84,7 @@ class _Progress:
     boxes_bounded: int = 0
     z3_calls: int = 0
     z3_unsat: int = 0
+    lp_solves: int = 0
     unconfirmed: int = 0
     min_margin: float = np.inf
     extra: dict = field(default_factory=dict)
@@ -116,7 +119,7 @@ class Verifier:
             if verdict is not Verdict.SAFE:
                 break
         stats = {"leaves": progress.leaves, "boxes_bounded": progress.boxes_bounded, "z3_calls": progress.z3_calls,
-                 "z3_unsat": progress.z3_unsat, "unconfirmed_candidates": progress.unconfirmed, **progress.extra}
+                 "z3_unsat": progress.z3_unsat, "lp_solves": progress.lp_solves, "unconfirmed_candidates": progress.unconfirmed, **progress.extra}
         guarantee = {Verdict.SAFE: SAFE_GUARANTEE, Verdict.UNSAFE: UNSAFE_GUARANTEE}.get(verdict, "none")
         margin = float(progress.min_margin) if verdict is Verdict.SAFE and np.isfinite(progress.min_margin) else None
         return Result(verdict, guarantee, counterexample, time.perf_counter() - start, margin, stats)
@@ -285,42 +288,170 @@ class Verifier:
 
     # ----- ReLU splitting ------------------------------------------------------------------
     def _relu_split(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
-        """Branch and bound on ReLU phases for high-dimensional inputs: split the unstable ReLU
-        with the largest triangle area, bound both branches; Z3 decides small leaves."""
-        lower, upper = case.box.lower[None], case.box.upper[None]
-        stack: list[list[tuple[int, int, bool]]] = [[]]
+        """Branch and bound on ReLU phases for high-dimensional inputs. A node is bounded first by
+        the LP over the triangle relaxation with its parent's neuron bounds and its own phase
+        decisions (cheap: warm-started), then, if still open, by back-substitution recomputed under
+        its decisions, and the LP again on those tighter bounds. Splits the unstable ReLU whose
+        triangle costs the LP bound most; Z3 decides nodes with few unstable ReLUs left."""
+        relaxation = LpRelaxation(self.chain, case.box.lower, case.box.upper) if lp.supports(self.chain) else None
+        progress.extra["lp"] = relaxation is not None
+        if relaxation is not None:
+            start = time.perf_counter()
+            root, found = self._tighten(case, relaxation, root, start + self.settings.lp_tighten_share
+                                        * (deadline - start), progress)
+            if found is not None:
+                return Verdict.UNSAFE, found
+        stack: list[_Node] = [_Node([], _layer_bounds(root, 0))]
         while stack:
             if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
                 return Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None
-            decisions = stack.pop()
-            bounds = self.bounds.forward(lower, upper, _as_fixed(decisions, self.chain, root))
-            progress.boxes_bounded += 1
-            if any(np.any(l > u) for l, u in zip(bounds.lower, bounds.upper)):
-                progress.leaves += 1           # contradictory phases: an empty branch
+            node = stack.pop()
+            outcome, bounds, branch = self._bound_node(case, rows, node, relaxation, deadline, progress)
+            if outcome is True:
                 continue
-            margin = rows.margins(self.bounds.lower_bound_rows(bounds, rows.A))[0]
-            if margin > 0:
-                progress.leaves += 1
-                progress.min_margin = min(progress.min_margin, margin)
-                continue
-            unstable = _unstable(self.chain, bounds)
-            if len(unstable) <= self.settings.leaf_relus:
-                outcome = self._z3_leaf(case, bounds, 0, case.box.lower, case.box.upper, progress, deadline)
-                if outcome is True:
-                    continue
-                if outcome is not None:
-                    return Verdict.UNSAFE, outcome
-                if not unstable:     # Z3 could not decide and nothing is left to split
-                    return Verdict.UNKNOWN, None
-            k, j, _ = max(unstable, key=lambda t: t[2])     # undecided: split on
-            stack.append(decisions + [(k, j, False)])
-            stack.append(decisions + [(k, j, True)])
+            if outcome is not None:
+                return Verdict.UNSAFE, outcome
+            if branch is None:               # undecided and nothing left to split
+                return Verdict.UNKNOWN, None
+            k, j = branch
+            layers = _layer_bounds(bounds, 0)
+            stack.append(_Node(node.decisions + [(k, j, False)], layers))
+            stack.append(_Node(node.decisions + [(k, j, True)], layers))
         return Verdict.SAFE, None
 
+    def _bound_node(self, case: Case, rows: _Rows, node: "_Node", relaxation: "LpRelaxation | None",
+                    deadline: float, progress: _Progress):
+        """(True when proven safe | a counterexample | None, the node's bounds, the ReLU to split)."""
+        if relaxation is not None:
+            inherited = _with_decisions(node.layers, node.decisions, case)
+            if inherited is None:
+                progress.leaves += 1
+                return True, None, None
+            closed, _, _ = self._lp_node(case, relaxation, inherited, deadline, progress)
+            if closed is not None:
+                return closed, None, None
+        lower, upper = case.box.lower[None], case.box.upper[None]
+        within = ([l[None] for l in node.layers[0][:-1]], [u[None] for u in node.layers[1][:-1]])
+        bounds = self.bounds.forward(lower, upper, _as_fixed(node.decisions, self.chain), within)
+        progress.boxes_bounded += 1
+        if any(np.any(l > u) for l, u in zip(bounds.lower, bounds.upper)):
+            progress.leaves += 1           # contradictory phases: an empty branch
+            return True, None, None
+        margin = rows.margins(self.bounds.lower_bound_rows(bounds, rows.A))[0]
+        if margin > 0:
+            progress.leaves += 1
+            progress.min_margin = min(progress.min_margin, margin)
+            return True, None, None
+        scores = None
+        if relaxation is not None:
+            closed, scores, _ = self._lp_node(case, relaxation, bounds, deadline, progress)
+            if closed is not None:
+                return closed, bounds, None
+        unstable = _unstable(self.chain, bounds)
+        if len(unstable) <= self.settings.leaf_relus:
+            outcome = self._z3_leaf(case, bounds, 0, case.box.lower, case.box.upper, progress, deadline)
+            if outcome is not None or not unstable:
+                return outcome, bounds, None
+        return None, bounds, _branch(unstable, scores)
+
+    def _tighten(self, case: Case, relaxation: "LpRelaxation", bounds: ChainBounds, deadline: float,
+                 progress: _Progress):
+        """LP bounds of the unstable ReLU inputs, layer by layer from the second ReLU on (the first
+        ones are exact already), each layer's intersected into a new back-substitution of the layers
+        after it. Every LP optimum is also tried as a counterexample. (bounds, counterexample)."""
+        box_lo, box_hi = case.box.lower[None], case.box.upper[None]
+        relus = [k for k, step in enumerate(self.chain.steps) if isinstance(step, Activation)]
+        for k in relus[1:]:
+            lo, hi = bounds.lower[k][0], bounds.upper[k][0]
+            unstable = np.flatnonzero((lo < 0) & (hi > 0))
+            if len(unstable) == 0:
+                continue
+            if time.perf_counter() > deadline:
+                break
+            relaxation.set_bounds(bounds)
+            new_lo, points_lo = relaxation.neuron_bounds(k, unstable, deadline, minimise=True)
+            new_hi, points_hi = relaxation.neuron_bounds(k, unstable, deadline, minimise=False)
+            progress.lp_solves += len(points_lo) + len(points_hi)
+            found = self._confirm_unsafe(case, points_lo + points_hi, progress)
+            if found is not None:
+                return bounds, found
+            within = ([l.copy() for l in bounds.lower[:-1]], [u.copy() for u in bounds.upper[:-1]])
+            within[0][k][0, unstable] = np.maximum(lo[unstable], new_lo)
+            within[1][k][0, unstable] = np.minimum(hi[unstable], new_hi)
+            bounds = self.bounds.forward(box_lo, box_hi, within=within)
+            progress.boxes_bounded += 1
+        return bounds, None
+
+    def _confirm_unsafe(self, case: Case, points: list[np.ndarray], progress: _Progress):
+        """The first of these points that the chain finds unsafe and onnxruntime confirms."""
+        if not points:
+            return None
+        x = np.stack(points)
+        return self._confirm_any(case, x[attack.is_unsafe(case, self.chain.forward(x))], progress)
+
+    def _lp_node(self, case: Case, relaxation: "LpRelaxation", bounds: ChainBounds, deadline: float,
+                 progress: _Progress):
+        """LP bounds of every unsafe constraint of a case: (True if all are refuted | a confirmed
+        counterexample at an LP optimum | None, the worst constraint's branching scores, its bound)."""
+        relaxation.set_bounds(bounds)
+        worst = None
+        for constraint in case.unsafe:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None, None, None
+            found = relaxation.lower_bound(constraint.A, constraint.b, remaining)
+            progress.lp_solves += 1
+            if found.value > 0:
+                continue
+            cex = self._confirm_unsafe(case, [found.x] if found.x is not None else [], progress)
+            if cex is not None:
+                return cex, None, None
+            if worst is None or found.value < worst.value:
+                worst = found
+        if worst is None:
+            progress.leaves += 1
+            return True, None, None
+        return None, worst.relu_scores, worst.value
 
 def _layer_bounds(bounds: ChainBounds, index: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """One box's bounds on the input of every step, to bound its sub-boxes within."""
-    return [l[index] for l in bounds.lower[:-1]], [u[index] for u in bounds.upper[:-1]]
+    """One box's bounds on the input of every step and on the output, to bound its parts within."""
+    return [l[index] for l in bounds.lower], [u[index] for u in bounds.upper]
+
+
+@dataclass
+class _Node:
+    """A branch-and-bound node of ReLU splitting: its phase decisions, its parent's neuron bounds."""
+
+    decisions: list[tuple[int, int, bool]]
+    layers: tuple[list[np.ndarray], list[np.ndarray]]
+
+
+def _with_decisions(layers: tuple[list[np.ndarray], list[np.ndarray]], decisions: list[tuple[int, int, bool]],
+                    case: Case) -> ChainBounds | None:
+    """Inherited bounds with the phase decisions applied (None when they contradict them): an
+    active ReLU's input is >= 0, an inactive one's input and output are <= 0."""
+    lower = [l.copy()[None] for l in layers[0]]
+    upper = [u.copy()[None] for u in layers[1]]
+    for k, j, active in decisions:
+        if active:
+            lower[k][0, j] = max(lower[k][0, j], 0.0)
+        else:
+            upper[k][0, j] = min(upper[k][0, j], 0.0)
+            upper[k + 1][0, j] = 0.0
+    if any(np.any(l > u) for l, u in zip(lower, upper)):
+        return None
+    return ChainBounds(lower, upper, [], {}, case.box.lower[None], case.box.upper[None])
+
+
+def _branch(unstable: list[tuple[int, int, float]], scores: dict[int, np.ndarray] | None) -> tuple[int, int]:
+    """The unstable ReLU to split: the one whose triangle costs the LP bound most, else the one
+    with the largest triangle."""
+    if scores:
+        best = max(unstable, key=lambda t: scores[t[0]][t[1]])
+        if scores[best[0]][best[1]] > 0:
+            return best[0], best[1]
+    k, j, _ = max(unstable, key=lambda t: t[2])
+    return k, j
 
 
 def _with_combinations(A: np.ndarray, b: np.ndarray, max_pairs_rows: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -366,10 +497,11 @@ def _unstable(chain: Chain, bounds: ChainBounds) -> list[tuple[int, int, float]]
     return found
 
 
-def _as_fixed(decisions, chain: Chain, root: ChainBounds):
+def _as_fixed(decisions: list[tuple[int, int, bool]], chain: Chain):
+    """Phase decisions as (step, active mask, inactive mask) for BoundPropagator.forward."""
     by_step: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for k, j, active in decisions:
-        size = root.lower[k].shape[1]
+        size = chain.steps[k].size
         a, i = by_step.setdefault(k, (np.zeros((1, size), bool), np.zeros((1, size), bool)))
         (a if active else i)[0, j] = True
     return [(k, a, i) for k, (a, i) in by_step.items()]
