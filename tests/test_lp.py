@@ -1,0 +1,113 @@
+"""The LP relaxation: its certified bounds hold for every sampled point of the network, never depend
+on HiGHS's duals being right, are at least as tight as back-substitution, and close empty nodes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from smtverify import load_onnx
+from smtverify.bounds import BoundPropagator
+from smtverify.lp import LpRelaxation, supports
+from smtverify.pwl import to_chain
+from tests.conftest import make_model, save
+
+SIZES = [4, 16, 16, 3]
+
+
+def network_and_box(tmp_path, seed: int):
+    """A 4-16-16-3 ReLU network with raw float32 weights, and a box around a random point."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, previous = [], {}, "x"
+    for i, (n_in, n_out) in enumerate(zip(SIZES, SIZES[1:])):
+        inits[f"w{i}"] = (rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+        inits[f"b{i}"] = (rng.normal(size=n_out) * 0.1).astype(np.float32)
+        last = i == len(SIZES) - 2
+        nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], ["y" if last else f"a{i}"]))
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"a{i}"], [f"r{i}"]))
+            previous = f"r{i}"
+    network = load_onnx(save(make_model(nodes, ["N", SIZES[0]], initializers=inits), tmp_path))
+    centre = rng.uniform(-1, 1, SIZES[0])
+    return network, centre - 0.3, centre + 0.3
+
+
+def relaxation_of(network, lower, upper):
+    chain = to_chain(network)
+    bounds = BoundPropagator(chain).forward(lower[None], upper[None])
+    relaxation = LpRelaxation(chain, lower, upper)
+    relaxation.set_bounds(bounds)
+    return chain, bounds, relaxation
+
+
+def sampled_outputs(chain, lower, upper, seed=0, n=20000):
+    rng = np.random.default_rng(seed)
+    points = np.concatenate([rng.uniform(lower, upper, (n, len(lower))),
+                             np.array(np.meshgrid(*zip(lower, upper))).reshape(len(lower), -1).T])
+    return chain.forward_all(points)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_certified_bound_holds_for_every_sample_and_beats_back_substitution(tmp_path, seed):
+    network, lower, upper = network_and_box(tmp_path, seed)
+    chain, bounds, relaxation = relaxation_of(network, lower, upper)
+    assert supports(chain)
+    A, b = np.array([[1.0, -1.0, 0.0]]), np.array([0.25])
+    found = relaxation.lower_bound(A, b)
+    y = sampled_outputs(chain, lower, upper)[-1]
+    assert np.isfinite(found.value)
+    assert found.value <= (y @ A.T - b).min() + 1e-12
+    back = BoundPropagator(chain).lower_bound_rows(bounds, A)[0, 0] - b[0]
+    assert found.value >= back - 1e-9
+    assert found.x is not None and np.all((found.x >= lower) & (found.x <= upper))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_several_rows_bound_their_maximum(tmp_path, seed):
+    network, lower, upper = network_and_box(tmp_path, seed)
+    chain, _, relaxation = relaxation_of(network, lower, upper)
+    A = np.array([[1.0, -1.0, 0.0], [1.0, 0.0, -1.0]])
+    b = np.array([0.1, -0.2])
+    y = sampled_outputs(chain, lower, upper)[-1]
+    assert relaxation.lower_bound(A, b).value <= (y @ A.T - b).max(axis=1).min() + 1e-12
+
+
+def test_certificate_is_sound_whatever_the_duals(tmp_path):
+    """Weak duality: any multipliers give a lower bound, so wrong duals can only loosen it."""
+    network, lower, upper = network_and_box(tmp_path, 11)
+    chain, _, relaxation = relaxation_of(network, lower, upper)
+    n_rows = len(relaxation.row_lower)
+    objective = np.zeros(relaxation.n_cols)
+    objective[relaxation.offsets[-2]] = 1.0                   # y_0
+    truth = sampled_outputs(chain, lower, upper)[-1][:, 0].min()
+    rng = np.random.default_rng(5)
+    for scale in (0.0, 1e-6, 0.1, 10.0):
+        duals = rng.normal(size=n_rows) * scale
+        assert relaxation._certify(objective, 0.0, duals) <= truth
+
+
+def test_neuron_bounds_enclose_samples_and_tighten_intervals(tmp_path):
+    network, lower, upper = network_and_box(tmp_path, 3)
+    chain, bounds, relaxation = relaxation_of(network, lower, upper)
+    value = 3                                                  # input of the second ReLU
+    neurons = np.arange(SIZES[2])
+    lows, points = relaxation.neuron_bounds(value, neurons, deadline=float("inf"), minimise=True)
+    highs, _ = relaxation.neuron_bounds(value, neurons, deadline=float("inf"), minimise=False)
+    samples = sampled_outputs(chain, lower, upper)[value]
+    assert np.all(lows <= samples.min(axis=0)) and np.all(highs >= samples.max(axis=0))
+    assert np.all(lows >= bounds.lower[value][0] - 1e-9) and np.all(highs <= bounds.upper[value][0] + 1e-9)
+    assert all(np.all((p >= lower) & (p <= upper)) for p in points)
+
+
+def test_contradictory_node_is_closed(tmp_path):
+    """A neuron forced above its reachable maximum: the relaxation is empty, the bound is +inf."""
+    network, lower, upper = network_and_box(tmp_path, 2)
+    chain, bounds, relaxation = relaxation_of(network, lower, upper)
+    value = 3
+    reachable_max = sampled_outputs(chain, lower, upper)[value].max(axis=0)
+    j = int(np.argmax(bounds.upper[value][0] - reachable_max))
+    bounds.lower[value][0, j] = bounds.upper[value][0, j] + 1.0
+    bounds.upper[value][0, j] = bounds.lower[value][0, j] + 1.0
+    relaxation.set_bounds(bounds)
+    assert relaxation.lower_bound(np.array([[1.0, -1.0, 0.0]]), np.array([0.0])).value == np.inf
