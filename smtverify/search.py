@@ -226,7 +226,9 @@ class _Run:
 
     def report(self, reason: str = "") -> SearchReport:
         if self.found:
-            verdict, reason = Verdict.UNSAFE, ""
+            verdict = Verdict.UNSAFE
+            reason = "" if self.found[0].example.l0 else \
+                f"the original input itself is classified as {self.found[0].example.new_class}, not {self.label}"
         elif self.stopped:
             verdict, reason = Verdict.UNKNOWN, self.stopped
         elif any(not g.safe for g in self.grids):
