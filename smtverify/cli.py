@@ -302,7 +302,8 @@ def _pixels(text: str, n_inputs: int) -> list[int]:
 def _search_text(record: dict[str, Any]) -> str:
     lines = [f"{record['verdict']}: class {record['label']}, {record['points_evaluated']:,} of "
              f"{record['grid_points']:,} grid points in {record['seconds']:.2f} s "
-             f"({record['points_per_second']:,.0f} points/s, {len(record['grids'])} grids, "
+             f"({record['points_per_second']:,.0f} points/s end to end, "
+             f"{record['evaluation_points_per_second']:,.0f} evaluating; {len(record['grids'])} grids, "
              f"{len(record['rounds'])} rounds)"]
     if record["reason"]:
         lines.append(f"  {record['reason']}")
