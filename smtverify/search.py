@@ -59,9 +59,8 @@ class SearchSettings:
         if self.heuristic not in HEURISTICS:
             raise SmtVerifyError(f"unknown heuristic '{self.heuristic}'; use one of {', '.join(HEURISTICS)}",
                                  field="heuristic")
-        for name in ("span",):
-            if not getattr(self, name) > 0:
-                raise SmtVerifyError(f"{name} must be positive, not {getattr(self, name)}", field=name)
+        if not self.span > 0:
+            raise SmtVerifyError(f"span must be positive, not {self.span}", field="span")
         for name, least in (("steps", 1), ("features", 1), ("rounds", 1), ("paths", 1)):
             if getattr(self, name) < least:
                 raise SmtVerifyError(f"{name} must be at least {least}, not {getattr(self, name)}", field=name)
