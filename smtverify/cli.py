@@ -8,19 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__, resources
+from . import __version__
 from .errors import SmtVerifyError
 from .inputs import read_input
-from .network import Network
 from .onnx_import import load_onnx
-from .reference import OnnxRuntimeExecutor
 from .verdict import Verdict
 
 EXIT_ERROR = 2
@@ -86,7 +83,30 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("model", help="ONNX file")
     encode.add_argument("property", help="VNN-LIB file")
     encode.add_argument("-o", "--output", required=True, help="the .smt2 file to write")
-    command("demo", _demo, "classify the bundled test images with the bundled models (no arguments)")
+    search = command("search", _search, "DLV search for adversarial examples on a grid of manipulations "
+                     "(SAFE_ON_GRID / UNSAFE / UNKNOWN)")
+    search.add_argument("model", help="ONNX file")
+    search.add_argument("--input", required=True, help=".npy (optionally with a batch axis of 1) or image")
+    search.add_argument("--label", type=int, required=True, help="the class the decision should keep")
+    chosen = search.add_mutually_exclusive_group()
+    chosen.add_argument("--pixels", help="features to move: flat C-order indices i,j,... into the input")
+    chosen.add_argument("--features", type=int, help="features chosen by --heuristic, per round (default 4)")
+    search.add_argument("--heuristic", choices=("activation", "gradient"), default="activation",
+                        help="activation: DLV's |activation - layer mean|; gradient: saliency (default activation)")
+    search.add_argument("--span", type=float, required=True, help="one manipulation step")
+    search.add_argument("--steps", type=int, required=True, help="M: each feature moves by c*span, c in -M..M")
+    search.add_argument("--family", choices=("pixel", "brightness", "contrast"), default="pixel")
+    search.add_argument("--rounds", type=int, default=1, help="DLV rounds: add --features features per round")
+    search.add_argument("--paths", type=int, default=1, help="points kept per round (1 single-path, more multi-path)")
+    search.add_argument("--layer", help="search at a hidden layer (not available in this command yet)")
+    search.add_argument("--all", action="store_true", help="collect every example, not only the first")
+    search.add_argument("--budget-points", type=int, help="stop after this many grid points (UNKNOWN)")
+    search.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    search.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
+    search.add_argument("--out", default="smtverify-search", help="folder for the examples (default ./smtverify-search)")
+    demo = command("demo", _demo, "the main job on the bundled MNIST CNN: find an adversarial example, prove a "
+                   "smaller region safe on the grid, certify an L-infinity ball")
+    demo.add_argument("--out", default="smtverify-demo", help="folder for the files (default ./smtverify-demo)")
     return parser
 
 
@@ -232,6 +252,69 @@ def _certify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from .export import ExampleWriter
+    from .search import SearchSettings, dlv_search
+
+    if args.layer is not None:
+        raise SmtVerifyError("hidden-layer search is not available in `smtverify search` yet; "
+                             "search the input layer (omit --layer)", field="--layer")
+    network = load_onnx(args.model)
+    x = read_input(args.input, network)
+    if not 0 <= args.label < network.n_outputs:
+        raise SmtVerifyError(f"label {args.label} is not a class of a network with {network.n_outputs} outputs",
+                             field="--label")
+    dims = _pixels(args.pixels, network.n_inputs) if args.pixels else None
+    if args.family != "pixel" and (dims is not None or args.features is not None):
+        raise SmtVerifyError(f"the {args.family} family moves the whole input: it takes no --pixels or --features",
+                             field="--family")
+    for name, value in (("--span", args.span), ("--steps", args.steps), ("--features", args.features),
+                        ("--rounds", args.rounds), ("--paths", args.paths), ("--budget-points", args.budget_points)):
+        if value is not None and not value > 0:
+            raise SmtVerifyError(f"{name} must be positive, not {value}", field=name)
+    domain = _domain(args.domain)
+    if np.any(x < domain[0]) or np.any(x > domain[1]):
+        raise SmtVerifyError(f"the input lies outside the domain {list(domain)}", file=args.input, field="--domain")
+    settings = SearchSettings(family=args.family, span=args.span, steps=args.steps, features=args.features or 4,
+                              heuristic=args.heuristic, rounds=args.rounds, paths=args.paths, collect_all=args.all,
+                              max_points=args.budget_points, timeout=args.timeout, domain=domain)
+    with ExampleWriter(args.out, x, domain) as writer:
+        report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write)
+    record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
+    _emit(args, record, _search_text(record))
+    return 0
+
+
+def _pixels(text: str, n_inputs: int) -> list[int]:
+    try:
+        dims = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise SmtVerifyError(f"--pixels must be integers i,j,..., not '{text}'", field="--pixels") from None
+    bad = [d for d in dims if not 0 <= d < n_inputs]
+    if bad:
+        raise SmtVerifyError(f"pixel index {bad[0]} is outside 0..{n_inputs - 1} (flat C-order indices)",
+                             field="--pixels")
+    if len(set(dims)) != len(dims):
+        raise SmtVerifyError("--pixels lists an index twice", field="--pixels")
+    return dims
+
+
+def _search_text(record: dict[str, Any]) -> str:
+    lines = [f"{record['verdict']}: class {record['label']}, {record['points_evaluated']:,} of "
+             f"{record['grid_points']:,} grid points in {record['seconds']:.2f} s "
+             f"({record['points_per_second']:,.0f} points/s end to end, "
+             f"{record['evaluation_points_per_second']:,.0f} evaluating; {len(record['grids'])} grids, "
+             f"{len(record['rounds'])} rounds)"]
+    if record["reason"]:
+        lines.append(f"  {record['reason']}")
+    for e in record["examples"][:10]:
+        lines.append(f"  example: class {e['new_class']}, {e['l0']} pixels changed {e['changed_dims'][:12]}, "
+                     f"L1 {e['l1']:.4g} L2 {e['l2']:.4g} Linf {e['linf']:.4g} -> {e['input_file']}")
+    if len(record["examples"]) > 10:
+        lines.append(f"  ... {len(record['examples']) - 10} more examples under {record['out']}")
+    return "\n".join(lines)
+
+
 def _domain(text: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
@@ -252,31 +335,36 @@ def _encode(args: argparse.Namespace) -> int:
 
 # ----- demo ------------------------------------------------------------------------------------
 def _demo(args: argparse.Namespace) -> int:
-    rows = []
-    for name in resources.MODELS:
-        rows.append(_classify_bundled(name))
-        print(f"  {name}: done", file=sys.stderr)
-    lines = ["Bundled models on their bundled test images (numpy executor, float32; "
-             "cross-checked with onnxruntime)", "",
-             f"{'model':<12} {'images':>6} {'accuracy':>9} {'agree':>6} {'max |diff|':>11} {'seconds':>8}"]
-    for r in rows:
-        lines.append(f"{r['model']:<12} {r['images']:>6} {r['accuracy']:>9.4f} {r['same_class']:>6} "
-                     f"{r['max_abs_diff']:>11.2e} {r['seconds']:>8.3f}")
-    _emit(args, {"models": rows}, "\n".join(lines))
-    return 0 if all(r["same_class"] == r["images"] for r in rows) else 1
+    from .demo import run_demo
+
+    summary = run_demo(args.out)
+    _emit(args, summary, _demo_text(summary))
+    agree = all(r["same_class"] == r["images"] for r in summary["models"])
+    return 0 if agree and summary["find"]["verdict"] == "UNSAFE" and summary["prove"]["verdict"] == "SAFE_ON_GRID" else 1
 
 
-def _classify_bundled(name: str) -> dict[str, Any]:
-    network: Network = load_onnx(resources.model_path(name))
-    data = resources.test_images(name)
-    start = time.perf_counter()
-    ours = network.logits(data.images)
-    seconds = time.perf_counter() - start
-    theirs = OnnxRuntimeExecutor(network).logits(data.images)
-    return {"model": name, "images": len(data.labels),
-            "accuracy": float(np.mean(ours.argmax(1) == data.labels)),
-            "same_class": int(np.sum(ours.argmax(1) == theirs.argmax(1))),
-            "max_abs_diff": float(np.abs(ours - theirs).max()), "seconds": seconds}
+def _demo_text(s: dict[str, Any]) -> str:
+    find, prove, cert = s["find"], s["prove"], s["certify"]
+    lines = [f"smtverify demo: bundled {s['model']}, test image {s['image']} (class {s['label']})", "",
+             "1. executors agree on the bundled test images:"]
+    lines += [f"   {r['model']:<11} {r['same_class']}/{r['images']} same class, accuracy {r['accuracy']:.4f}, "
+              f"max |diff| {r['max_abs_diff']:.1e}" for r in s["models"]]
+    fs = find["settings"]
+    lines.append(f"2. DLV search, {fs['heuristic']} heuristic, {fs['features']} features a round, span {fs['span']}, "
+                 f"steps {fs['steps']}: {find['verdict']} after {len(find['rounds'])} rounds, "
+                 f"{find['points_evaluated']:,} points in {find['seconds']:.2f} s")
+    for e in find["examples"]:
+        lines.append(f"   adversarial example: class {s['label']} -> {e['new_class']}, {e['l0']} pixels changed, "
+                     f"L2 {e['l2']:.3f}, Linf {e['linf']:.3f}, confirmed by {e['confirmed_by']}: {e['input_file']}")
+    ps = prove["settings"]
+    lines.append(f"3. the round-1 features with span {ps['span']}, steps {ps['steps']}: {prove['verdict']}, "
+                 f"all {prove['grid_points']:,} grid points evaluated in {prove['seconds']:.2f} s "
+                 f"({prove['points_per_second']:,.0f} points/s)")
+    lines.append(f"4. L-infinity ball eps={cert['eps']} around the image: {cert['verdict']} "
+                 f"in {cert['seconds']:.2f} s (continuous region, bounds and Z3)")
+    lines += ["", f"files in {s['out']}/ (npz + png per example, retrain.npz, summary.json); "
+              f"{s['seconds']:.1f} s in all"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from itertools import chain, combinations, islice
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -167,6 +167,14 @@ class Example:
     linf: float
     confirmed_by: str = "onnxruntime (float32)"
 
+    @classmethod
+    def of(cls, x: np.ndarray, original: np.ndarray, c: np.ndarray, label: int, logits: np.ndarray) -> "Example":
+        """The example x of `original`'s label, with its distances to the original."""
+        moved = x.reshape(-1).astype(np.float64) - original.reshape(-1).astype(np.float64)
+        changed, size = np.flatnonzero(moved), np.abs(moved)
+        return cls(x, c, changed, label, int(np.argmax(logits)), logits, len(changed), float(size.sum()),
+                   float(np.sqrt(np.sum(size ** 2))), float(size.max(initial=0)))
+
     def summary(self) -> dict[str, Any]:
         return {"c": self.c.tolist(), "changed_dims": self.changed_dims.tolist(), "original_class": self.original_class,
                 "new_class": self.new_class, "logits": self.logits.tolist(), "l0": self.l0, "l1": self.l1,
@@ -190,6 +198,8 @@ class GridReport:
     unconfirmed: int = 0         # float32 hits onnxruntime classifies as the label: dropped
     disputed: int = 0            # label for onnxruntime, not for numpy float32 or float64
     reason: str = ""
+    best_c: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))   # most promising points,
+    best_margins: np.ndarray = field(default_factory=lambda: np.zeros(0))            # smallest margin first
 
     @property
     def points_per_second(self) -> float:
@@ -216,6 +226,7 @@ class _Checker:
     manipulation: Manipulation
     label: int
     reference: OnnxRuntimeExecutor
+    on_example: Callable[[Example], None] | None = None
     examples: list[Example] = field(default_factory=list)
     near_ties: int = 0
     unconfirmed: int = 0
@@ -236,15 +247,32 @@ class _Checker:
             self.disputed += int(np.sum(~confirmed & (others[0] | others[1])))
             self.unconfirmed += int(np.sum(~confirmed & (gap[batch] < 0)))
             for i in np.flatnonzero(confirmed)[:1 if first_only else None]:
-                self.examples.append(self._example(inputs[batch[i]], c[batch[i]], moved[batch[i]], logits[i]))
+                example = Example.of(inputs[batch[i]], self.manipulation.original, c[batch[i]], self.label, logits[i])
+                self.examples.append(example)
+                if self.on_example is not None:
+                    self.on_example(example)
             if first_only and self.examples:
                 return
 
-    def _example(self, x: np.ndarray, c: np.ndarray, moved: np.ndarray, logits: np.ndarray) -> Example:
-        changed = np.flatnonzero(moved)
-        size = np.abs(moved)
-        return Example(x, c, changed, self.label, int(np.argmax(logits)), logits, len(changed),
-                       float(size.sum()), float(np.sqrt(np.sum(size ** 2))), float(size.max(initial=0)))
+
+@dataclass
+class _Best:
+    """The `keep` points of smallest margin seen so far: DLV's most promising points for its next round."""
+
+    keep: int
+    c: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
+    margins: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def offer(self, c: np.ndarray, gap: np.ndarray) -> None:
+        if not self.keep or (len(self.margins) == self.keep and gap.min() >= self.margins[-1]):
+            return
+        if len(gap) > self.keep:
+            chosen = np.argpartition(gap, self.keep - 1)[:self.keep]
+            c, gap = c[chosen], gap[chosen]
+        c = np.concatenate([self.c.reshape(-1, c.shape[1]), c])
+        gap = np.concatenate([self.margins, gap.astype(np.float64)])
+        order = np.lexsort((np.count_nonzero(c, axis=1), gap))[:self.keep]    # ties: fewer moved parameters
+        self.c, self.margins = c[order], gap[order]
 
 
 def _gap(logits: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray]:
@@ -263,20 +291,24 @@ def _gap(logits: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray]:
 def search_grid(network: Network, manipulation: Manipulation, label: int | None = None, *,
                 collect_all: bool = False, max_points: int | None = None, max_seconds: float | None = None,
                 evaluator: str = "auto", tie_tolerance: float = 1e-5,
-                reference: OnnxRuntimeExecutor | None = None) -> GridReport:
+                reference: OnnxRuntimeExecutor | None = None, keep_best: int = 0,
+                on_example: Callable[[Example], None] | None = None) -> GridReport:
     """Evaluate the grid until the first confirmed example (or all of them with `collect_all`) or
     a budget runs out.
 
     `label` defaults to onnxruntime's class of the original. A margin below `tie_tolerance` times the
     largest |logit| (at least 1) is a near tie, re-checked like a misclassification: the float32
     evaluators stay within 1e-6 of that scale of onnxruntime on the bundled and verivital nets.
-    `reference` reuses an onnxruntime session across searches of one network.
+    `reference` reuses an onnxruntime session across searches of one network. `keep_best` keeps that
+    many points of smallest margin (float32 evaluator) for DLV's next round; `on_example` sees each
+    confirmed example as soon as it is found, so a caller can save it before the search ends.
     """
     start = time.perf_counter()
     reference = reference or OnnxRuntimeExecutor(network)
     label = int(reference.classify(manipulation.original)[0]) if label is None else int(label)
     chosen = choose_evaluator(network, manipulation, evaluator, max_points)
-    checker = _Checker(network, manipulation, label, reference)
+    checker = _Checker(network, manipulation, label, reference, on_example)
+    best = _Best(keep_best)
     evaluated, reached = 0, (0, 0)
     with one_blas_thread():
         search_start = time.perf_counter()
@@ -290,6 +322,7 @@ def search_grid(network: Network, manipulation: Manipulation, label: int | None 
             flagged = gap < tie_tolerance * np.maximum(1.0, scale)
             evaluated += len(c)
             reached = _ring(c[-1])
+            best.offer(c, gap)
             if flagged.any():
                 checker.check(c[flagged], gap[flagged], first_only=not collect_all)
             if checker.examples and not collect_all:
@@ -298,7 +331,7 @@ def search_grid(network: Network, manipulation: Manipulation, label: int | None 
     verdict, reason = _verdict(checker, evaluated, manipulation.grid_size, reached)
     return GridReport(verdict, checker.examples, label, manipulation.grid_size, evaluated, end - start,
                       end - search_start, chosen.name, reached, checker.near_ties, checker.unconfirmed,
-                      checker.disputed, reason)
+                      checker.disputed, reason, best.c, best.margins)
 
 
 def _verdict(checker: _Checker, evaluated: int, size: int, reached: tuple[int, int]) -> tuple[Verdict, str]:

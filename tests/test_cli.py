@@ -1,4 +1,4 @@
-"""The command line on the bundled models: info, eval (npy and png), demo."""
+"""The command line on the bundled models: info, eval (npy and png), demo (search: test_search.py)."""
 from __future__ import annotations
 
 import json
@@ -30,8 +30,15 @@ def test_eval_npy_and_png_agree(tmp_path, capsys):
     np.testing.assert_allclose(from_npy["output"], from_png["output"], atol=1e-5)
 
 
-def test_demo_classifies_the_bundled_images(capsys):
-    assert main(["demo", "--json"]) == 0
-    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)["models"]}
+def test_demo_finds_proves_certifies_and_writes_files(tmp_path, capsys):
+    assert main(["demo", "--json", "--out", str(tmp_path)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = {r["model"]: r for r in summary["models"]}
     assert set(rows) == set(resources.MODELS)
     assert all(r["same_class"] == r["images"] and r["max_abs_diff"] < 1e-4 for r in rows.values())
+    assert summary["find"]["verdict"] == "UNSAFE" and summary["prove"]["verdict"] == "SAFE_ON_GRID"
+    assert summary["certify"]["verdict"] == "SAFE" and summary["seconds"] < 60
+    example = np.load(summary["find"]["examples"][0]["input_file"])
+    assert int(example["new_class"]) != int(example["original_class"]) == summary["label"]
+    assert Image.open(tmp_path / "adversarial" / "example_0000.png").size == (28, 28)
+    assert json.loads((tmp_path / "summary.json").read_text())["label"] == summary["label"]

@@ -1,0 +1,73 @@
+"""Saving adversarial examples as they are found: for people (PNG), for tools and for retraining (METHOD 7).
+
+Each example is written the moment it is confirmed, so a long run that is interrupted keeps what it
+found. Per example an npz holds the exact float32 input and how it differs from the original; image
+inputs also get a PNG. `retrain.npz` (inputs, labels: the correct class of each example) is written
+when the writer closes, also on an interrupt, and loads straight into a training loop.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .manipulations import Domain
+from .search import Found
+
+
+def is_image(shape: tuple[int, ...]) -> bool:
+    """(H, W), or (C, H, W) with 1 or 3 channels, large enough to look at."""
+    spatial = shape[-2:] if len(shape) in (2, 3) else ()
+    return len(spatial) == 2 and min(spatial) >= 4 and (len(shape) == 2 or shape[0] in (1, 3))
+
+
+def save_png(x: np.ndarray, path: Path, domain: Domain = (0.0, 1.0)) -> None:
+    """An image input as an 8-bit PNG, the domain mapped onto 0..255."""
+    from PIL import Image
+
+    lo, hi = domain
+    pixels = np.round(np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    pixels = pixels.reshape(pixels.shape[-2:]) if pixels.ndim == 2 or pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)
+    Image.fromarray(pixels).save(path)
+
+
+class ExampleWriter:
+    """Writes example_NNNN.npz (and .png for images) under `out_dir`, and retrain.npz on close."""
+
+    def __init__(self, out_dir: str | Path, original: np.ndarray, domain: Domain = (0.0, 1.0)) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.original = np.asarray(original, dtype=np.float32)
+        self.domain = domain
+        self.images = is_image(self.original.shape)
+        self.inputs: list[np.ndarray] = []
+        self.labels: list[int] = []
+        if self.images:
+            save_png(self.original, self.out_dir / "original.png", domain)
+
+    def write(self, found: Found) -> Path:
+        """Save one example; sets and returns its npz path."""
+        e = found.example
+        path = self.out_dir / f"example_{len(self.inputs):04d}.npz"
+        np.savez(path, input=e.input, original=self.original, original_class=e.original_class,
+                 new_class=e.new_class, changed_dims=e.changed_dims, manipulated_dims=np.asarray(found.dims, np.int64),
+                 c=e.c, logits=e.logits, l0=e.l0, l1=e.l1, l2=e.l2, linf=e.linf, confirmed_by=e.confirmed_by)
+        if self.images:
+            save_png(e.input, path.with_suffix(".png"), self.domain)
+        self.inputs.append(e.input)
+        self.labels.append(e.original_class)
+        found.input_file = str(path)
+        return path
+
+    def close(self) -> Path:
+        """Write retrain.npz: inputs (N, *shape) float32 and their correct labels (N,) int64."""
+        path = self.out_dir / "retrain.npz"
+        inputs = np.stack(self.inputs) if self.inputs else np.zeros((0,) + self.original.shape, np.float32)
+        np.savez(path, inputs=inputs, labels=np.asarray(self.labels, dtype=np.int64))
+        return path
+
+    def __enter__(self) -> "ExampleWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,358 @@
+"""DLV's search for adversarial examples at the input layer: rounds of exhaustive grid searches (METHOD 3, 6).
+
+A round searches the grid of the chosen features around each kept point. When every grid of the
+round is safe, the next features (by the heuristic, at the kept point, excluding those already
+moved) are searched around the most promising points of the round: the `paths` grid points of
+smallest margin (single-path keeps one, multi-path several). Every point searched is a point of
+the grid over all the features moved so far, so each example is a grid point of that grid.
+
+SAFE_ON_GRID says every grid searched (listed in the report) was evaluated in full and none holds
+an example; with one round, that is the whole grid of the chosen features. Every example reported
+was confirmed by onnxruntime (float32, inside the domain exactly) before it was reported or saved.
+
+All grid searches go through `_Run.search`: the seam for searching a hidden layer (a manipulation
+there, candidates back-mapped to inputs) and for lifting a safe grid to a continuous SAFE verdict
+(the report keeps each safe grid's manipulation for that).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import confirm
+from .errors import SmtVerifyError
+from .features import HEURISTICS, select_features
+from .grid import Example, GridReport, search_grid
+from .manipulations import (BrightnessManipulation, ContrastManipulation, Domain, Manipulation,
+                            PixelManipulation)
+from .network import Network
+from .reference import OnnxRuntimeExecutor
+from .verdict import Verdict
+
+FAMILIES = ("pixel", "brightness", "contrast")
+
+
+@dataclass
+class SearchSettings:
+    """Every knob of a DLV search, in one place."""
+
+    family: str = "pixel"              # pixel | brightness | contrast
+    span: float = 0.1                  # each step moves a value by this much
+    steps: int = 2                     # c in -steps..steps
+    features: int = 4                  # pixel family: features added per round
+    heuristic: str = "activation"      # activation (DLV) | gradient (saliency)
+    rounds: int = 1                    # feature budget: at most rounds * features features
+    paths: int = 1                     # points kept per round: 1 single-path, more multi-path
+    collect_all: bool = False          # every example of the round's grids, not only the first
+    max_points: int | None = None      # point budget over all rounds
+    timeout: float | None = 60.0       # seconds over all rounds
+    domain: Domain = (0.0, 1.0)
+    evaluator: str = "auto"
+
+    def check(self, network: Network) -> None:
+        """Reject settings that cannot describe a search, naming the field."""
+        if self.family not in FAMILIES:
+            raise SmtVerifyError(f"unknown family '{self.family}'; use one of {', '.join(FAMILIES)}", field="family")
+        if self.heuristic not in HEURISTICS:
+            raise SmtVerifyError(f"unknown heuristic '{self.heuristic}'; use one of {', '.join(HEURISTICS)}",
+                                 field="heuristic")
+        if not self.span > 0:
+            raise SmtVerifyError(f"span must be positive, not {self.span}", field="span")
+        for name, least in (("steps", 1), ("features", 1), ("rounds", 1), ("paths", 1)):
+            if getattr(self, name) < least:
+                raise SmtVerifyError(f"{name} must be at least {least}, not {getattr(self, name)}", field=name)
+        if self.features > network.n_inputs:
+            raise SmtVerifyError(f"features {self.features} exceeds the {network.n_inputs} input values",
+                                 field="features")
+
+
+@dataclass
+class GridRecord:
+    """One grid searched: where (round, the kept point it started from), on what, and how it ended."""
+
+    round: int
+    path: int                          # index of the kept point it was searched around
+    dims: list[int]                    # features moved in this grid (pixel family)
+    grid_points: int
+    points_evaluated: int
+    verdict: Verdict
+    evaluator: str
+    seconds: float                     # setup (evaluator tables) included
+    search_seconds: float              # evaluating and checking points
+    manipulation: Manipulation = field(repr=False)   # for lifting a safe grid to a continuous verdict
+
+    @property
+    def safe(self) -> bool:
+        return self.verdict == Verdict.SAFE_ON_GRID
+
+    def summary(self) -> dict[str, Any]:
+        return {"round": self.round, "path": self.path, "dims": self.dims, "grid_points": self.grid_points,
+                "points_evaluated": self.points_evaluated, "verdict": self.verdict.value, "safe": self.safe,
+                "evaluator": self.evaluator, "seconds": round(self.seconds, 4),
+                "search_seconds": round(self.search_seconds, 4)}
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    features: int                      # features moved after this round (per path)
+    grids: int
+    points_evaluated: int
+    examples: int
+    best_margin: float | None          # smallest margin of the points kept for the next round
+
+    def summary(self) -> dict[str, Any]:
+        return {"round": self.round, "features": self.features, "grids": self.grids,
+                "points_evaluated": self.points_evaluated, "examples": self.examples,
+                "best_margin": self.best_margin}
+
+
+@dataclass
+class Found:
+    """A confirmed adversarial example, its distances measured from the original input."""
+
+    example: Example                   # c indexes `dims`
+    dims: list[int]                    # the features the manipulation moved, in c's order
+    round: int
+    input_file: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"input_file": self.input_file, "round": self.round, "dims": self.dims, **self.example.summary()}
+
+
+@dataclass
+class SearchReport:
+    """How a DLV search ended, how far it got and how fast."""
+
+    verdict: Verdict
+    label: int
+    grid_points: int                   # points of the grids searched
+    points_evaluated: int
+    seconds: float
+    examples: list[Found]
+    rounds: list[RoundRecord]
+    grids: list[GridRecord]
+    rejected: int = 0                  # grid examples that failed the final confirmation (expected 0)
+    reason: str = ""
+
+    @property
+    def points_per_second(self) -> float:
+        """End to end: feature selection, evaluator setup and confirmation included."""
+        return self.points_evaluated / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def evaluation_points_per_second(self) -> float:
+        """Grid evaluation alone (enumeration, evaluator, checks), the figure the grid engine is tuned for."""
+        seconds = sum(g.search_seconds for g in self.grids)
+        return self.points_evaluated / seconds if seconds > 0 else 0.0
+
+    @property
+    def safe_grids(self) -> list[GridRecord]:
+        return [g for g in self.grids if g.safe]
+
+    def summary(self) -> dict[str, Any]:
+        return {"verdict": self.verdict.value, "label": self.label, "grid_points": self.grid_points,
+                "points_evaluated": self.points_evaluated, "seconds": round(self.seconds, 4),
+                "points_per_second": round(self.points_per_second, 1),
+                "evaluation_points_per_second": round(self.evaluation_points_per_second, 1), "reason": self.reason,
+                "rejected": self.rejected, "examples": [f.summary() for f in self.examples],
+                "rounds": [r.summary() for r in self.rounds], "grids": [g.summary() for g in self.grids]}
+
+
+@dataclass
+class _Path:
+    """A point a round keeps: an input on the grid of `dims`, reached by the integer vector `c`."""
+
+    point: np.ndarray
+    dims: list[int]
+    c: list[int]
+    margin: float
+
+
+class _Run:
+    """One search: the network, its onnxruntime session, the budgets left and what was found."""
+
+    def __init__(self, network: Network, x: np.ndarray, label: int | None, settings: SearchSettings,
+                 on_found: Callable[[Found], None] | None) -> None:
+        settings.check(network)
+        self.network, self.settings, self.on_found = network, settings, on_found
+        self.original = np.asarray(x, dtype=np.float32).reshape(network.input_shape)
+        self.reference = OnnxRuntimeExecutor(network)
+        self.label = int(self.reference.classify(self.original)[0]) if label is None else int(label)
+        if not 0 <= self.label < network.n_outputs:
+            raise SmtVerifyError(f"label {self.label} is not a class of a network with {network.n_outputs} outputs",
+                                 field="label")
+        self.start = time.perf_counter()
+        self.grids: list[GridRecord] = []
+        self.found: list[Found] = []
+        self.rejected = 0
+        self.stopped = ""              # why a budget stopped the search
+
+    @property
+    def evaluated(self) -> int:
+        return sum(g.points_evaluated for g in self.grids)
+
+    def search(self, manipulation: Manipulation, dims: list[int], base: _Path, round_: int, path: int,
+               keep: int = 0) -> GridReport:
+        """The one place a grid is searched: within the budgets left, every example confirmed and
+        handed on as it is found."""
+        s = self.settings
+        left_points = None if s.max_points is None else max(0, s.max_points - self.evaluated)
+        left_seconds = None if s.timeout is None else max(0.0, s.timeout - (time.perf_counter() - self.start))
+
+        def accept(example: Example) -> None:
+            self._accept(example, base, dims, round_)
+
+        report = search_grid(self.network, manipulation, self.label, collect_all=s.collect_all,
+                             max_points=left_points, max_seconds=left_seconds, evaluator=s.evaluator,
+                             reference=self.reference, keep_best=keep, on_example=accept)
+        self.grids.append(GridRecord(round_, path, dims, report.grid_size, report.points_evaluated, report.verdict,
+                                     report.evaluator, report.seconds, report.search_seconds, manipulation))
+        if report.verdict == Verdict.UNKNOWN and not self.stopped:
+            self.stopped = report.reason
+        return report
+
+    def _accept(self, example: Example, base: _Path, dims: list[int], round_: int) -> None:
+        """Confirm a grid example once more, from scratch (float32 inside the domain exactly, onnxruntime),
+        and re-measure it from the original input along the whole path."""
+        lo, hi = self.settings.domain
+        confirmed = confirm.confirm_misclassification(self.network, example.input, self.label, lo, hi)
+        if confirmed is None or not np.array_equal(confirmed.input.reshape(self.original.shape), example.input):
+            self.rejected += 1
+            return
+        c = np.concatenate([np.asarray(base.c, np.int64), example.c.astype(np.int64)])
+        found = Found(Example.of(example.input, self.original, c, self.label, confirmed.output),
+                      base.dims + dims, round_)
+        self.found.append(found)
+        if self.on_found is not None:
+            self.on_found(found)
+
+    def done(self) -> bool:
+        return bool(self.found) or bool(self.stopped)
+
+    def report(self, reason: str = "") -> SearchReport:
+        if self.found:
+            verdict = Verdict.UNSAFE
+            reason = "" if self.found[0].example.l0 else \
+                f"the original input itself is classified as {self.found[0].example.new_class}, not {self.label}"
+        elif self.stopped:
+            verdict, reason = Verdict.UNKNOWN, self.stopped
+        elif any(not g.safe for g in self.grids):
+            verdict, reason = Verdict.UNKNOWN, "a grid was left undecided (points the executors dispute)"
+        else:
+            verdict = Verdict.SAFE_ON_GRID
+        return SearchReport(verdict, self.label, sum(g.grid_points for g in self.grids), self.evaluated,
+                            time.perf_counter() - self.start, self.found, [], self.grids, self.rejected, reason)
+
+
+def _whole_input(settings: SearchSettings, x: np.ndarray) -> Manipulation:
+    family = BrightnessManipulation if settings.family == "brightness" else ContrastManipulation
+    return family(x, settings.span, settings.steps, settings.domain)
+
+
+def dlv_search(network: Network, x: np.ndarray, label: int | None = None, settings: SearchSettings | None = None,
+               dims: list[int] | np.ndarray | None = None,
+               on_found: Callable[[Found], None] | None = None) -> SearchReport:
+    """DLV's rounds on the input `x` (the network's layout) of class `label` (default: onnxruntime's).
+
+    `dims` gives the first round's features (flat C-order indices); otherwise the heuristic picks
+    them. Later rounds, up to `settings.rounds`, add `settings.features` features each. The
+    brightness and contrast families have no features: one grid, one round. `on_found` sees each
+    confirmed example at once (an `export.ExampleWriter.write`, say).
+    """
+    settings = settings or SearchSettings()
+    run = _Run(network, x, label, settings, on_found)
+    start_path = _Path(run.original, [], [], np.inf)
+    if settings.family != "pixel":
+        report = run.search(_whole_input(settings, run.original), [], start_path, 1, 0)
+        return _finish(run, [RoundRecord(1, 0, 1, report.points_evaluated, len(run.found), None)])
+    if dims is not None:
+        dims = np.asarray(dims, dtype=np.int64).reshape(-1)
+        if len(dims) == 0 or np.any(dims < 0) or np.any(dims >= network.n_inputs) or len(np.unique(dims)) != len(dims):
+            raise SmtVerifyError(f"pixels must be distinct flat indices in 0..{network.n_inputs - 1}", field="pixels")
+    paths, rounds = [start_path], []
+    for round_ in range(1, settings.rounds + 1):
+        kept: list[_Path] = []
+        before, found_before, moved = run.evaluated, len(run.found), 0
+        for index, path in enumerate(paths):
+            chosen = dims if round_ == 1 and dims is not None else \
+                select_features(network, path.point, settings.features, settings.heuristic, run.label,
+                                exclude=path.dims)
+            if not len(chosen):
+                continue
+            chosen = [int(d) for d in chosen]
+            manipulation = PixelManipulation(path.point, chosen, settings.span, settings.steps, settings.domain)
+            report = run.search(manipulation, chosen, path, round_, index, settings.paths)
+            moved = max(moved, len(path.dims) + len(chosen))
+            kept += [_Path(manipulation.apply(c[None])[0], path.dims + chosen, path.c + c.tolist(), float(m))
+                     for c, m in zip(report.best_c, report.best_margins)]
+            if run.found and not settings.collect_all or run.stopped:
+                break
+        kept.sort(key=lambda p: p.margin)
+        paths = kept[:settings.paths]
+        rounds.append(RoundRecord(round_, moved, len(run.grids) - sum(r.grids for r in rounds),
+                                  run.evaluated - before, len(run.found) - found_before,
+                                  paths[0].margin if paths else None))
+        if run.done() or not paths:
+            break
+    return _finish(run, rounds)
+
+
+def _finish(run: _Run, rounds: list[RoundRecord]) -> SearchReport:
+    report = run.report()
+    report.rounds = rounds
+    return report
+
+
+# ----- minimal manipulations ----------------------------------------------------------------------
+@dataclass
+class MinimalReport:
+    """The smallest manipulation on a ladder of spans for which the grid holds an adversarial example."""
+
+    dims: list[int]
+    steps: int
+    spans: list[float]                         # the ladder searched, ascending
+    min_span: float | None                     # the smallest span whose grid holds an example
+    min_pixels: int | None                     # the fewest changed pixels of an example on any grid searched
+    min_pixels_span: float | None              # the (smallest) span where that minimum is reached
+    per_span: list[dict[str, Any]]             # span, verdict, fewest changed pixels of that grid
+    examples: list[Found]                      # one per span whose grid holds an example (fewest pixels)
+    search: SearchReport
+
+    def summary(self) -> dict[str, Any]:
+        return {"dims": self.dims, "steps": self.steps, "spans": self.spans, "min_span": self.min_span,
+                "min_pixels": self.min_pixels, "min_pixels_span": self.min_pixels_span, "per_span": self.per_span,
+                "examples": [f.summary() for f in self.examples], "verdict": self.search.verdict.value,
+                "points_evaluated": self.search.points_evaluated, "seconds": round(self.search.seconds, 4)}
+
+
+def minimal_search(network: Network, x: np.ndarray, dims: list[int] | np.ndarray, spans: list[float],
+                   steps: int, label: int | None = None, settings: SearchSettings | None = None,
+                   on_found: Callable[[Found], None] | None = None) -> MinimalReport:
+    """Issue item 7: search the grid of `dims` at each span of the ladder (ascending), each to its first
+    example. The grid order puts the fewest changed pixels first, so a grid's first example has the
+    fewest of that grid; the smallest span is the first on the ladder whose grid holds one. Stops early
+    once a one-pixel example is known. Budgets and domain come from `settings`."""
+    settings = settings or SearchSettings()
+    spans = sorted(float(s) for s in spans)
+    dims = [int(d) for d in np.asarray(dims, dtype=np.int64).reshape(-1)]
+    run = _Run(network, x, label, SearchSettings(**{**settings.__dict__, "span": min(spans), "steps": steps,
+                                                    "collect_all": False}), on_found)
+    start_path, per_span, examples = _Path(run.original, [], [], np.inf), [], []
+    for span in spans:
+        found_before = len(run.found)
+        report = run.search(PixelManipulation(run.original, dims, span, steps, settings.domain), dims, start_path, 1, 0)
+        new = run.found[found_before:]
+        examples += new
+        per_span.append({"span": span, "verdict": report.verdict.value, "points_evaluated": report.points_evaluated,
+                         "min_pixels": new[0].example.l0 if new else None})
+        if run.stopped or any(f.example.l0 == 1 for f in examples):
+            break
+    with_example = [r for r in per_span if r["min_pixels"] is not None]
+    fewest = min(with_example, key=lambda r: (r["min_pixels"], r["span"]), default=None)
+    search = _finish(run, [RoundRecord(1, len(dims), len(run.grids), run.evaluated, len(run.found), None)])
+    return MinimalReport(dims, steps, spans, with_example[0]["span"] if with_example else None,
+                         fewest and fewest["min_pixels"], fewest and fewest["span"], per_span, examples, search)
