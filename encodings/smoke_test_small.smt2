@@ -5,41 +5,15 @@
 (set-info :status unknown)
 (set-logic QF_LRA)
 (declare-fun X_0 () Real)
-(declare-fun N1_0 () Real)
-(declare-fun N1_1 () Real)
-(declare-fun N2_0 () Real)
-(declare-fun N2_1 () Real)
-(declare-fun N3_0 () Real)
-(declare-fun N3_1 () Real)
-(declare-fun N4_0 () Real)
-(declare-fun N4_1 () Real)
 (declare-fun Y_0 () Real)
+(define-fun Z1_0 () Real (+ (* 1.0 X_0) (/ 3.0 2.0)))
+(define-fun Z3_0 () Real (+ (* 2.0 Z1_0) (* 2.0 Z1_0) (/ 5.0 2.0)))
 (assert
  (<= (- 1.0) X_0))
 (assert
  (>= 1.0 X_0))
 (assert
- (let ((?x14 (+ (* 1.0 X_0) (/ 3.0 2.0))))
- (= N1_0 ?x14)))
-(assert
- (let ((?x14 (+ (* 1.0 X_0) (/ 3.0 2.0))))
- (= N1_1 ?x14)))
-(assert
- (= N2_0 N1_0))
-(assert
- (= N2_1 N1_1))
-(assert
- (let ((?x27 (+ (* 2.0 N2_0) (* 2.0 N2_1) (/ 5.0 2.0))))
- (= N3_0 ?x27)))
-(assert
- (let ((?x27 (+ (* 2.0 N2_0) (* 2.0 N2_1) (/ 5.0 2.0))))
- (= N3_1 ?x27)))
-(assert
- (= N4_0 N3_0))
-(assert
- (= N4_1 N3_1))
-(assert
- (= Y_0 (+ (* 3.0 N4_0) (* 3.0 N4_1) (/ 7.0 2.0))))
+ (= Y_0 (+ (* 3.0 Z3_0) (* 3.0 Z3_0) (/ 7.0 2.0))))
 (assert
  (or (and (>= (- 100.0) (* (- 1.0) Y_0)))))
 (check-sat)

@@ -5,17 +5,21 @@
 (set-info :status unknown)
 (set-logic QF_LRA)
 (declare-fun X_0 () Real)
-(declare-fun N1_0 () Real)
 (declare-fun N2_0 () Real)
 (declare-fun Y_0 () Real)
+(define-fun Z1_0 () Real (* 1.0 X_0))
 (assert
  (<= (- 1.0) X_0))
 (assert
  (>= 1.0 X_0))
 (assert
- (= N1_0 (* 1.0 X_0)))
+ (or (and (>= Z1_0 0.0) (= N2_0 Z1_0)) (and (<= Z1_0 0.0) (= N2_0 0.0))))
 (assert
- (= N2_0 (ite (>= N1_0 0.0) N1_0 0.0)))
+ (>= N2_0 0.0))
+(assert
+ (>= N2_0 Z1_0))
+(assert
+ (<= N2_0 (* (/ 1.0 2.0) (- Z1_0 (- (/ 562949953421313.0 562949953421312.0))))))
 (assert
  (= Y_0 (* 1.0 N2_0)))
 (assert

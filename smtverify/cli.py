@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("model", help="ONNX file")
     encode.add_argument("property", help="VNN-LIB file")
     encode.add_argument("-o", "--output", required=True, help="the .smt2 file to write")
+    encode.add_argument("--lp-seconds", type=float, default=30.0,
+                        help="time for tightening neuron bounds by LP before encoding (0: none)")
     search = command("search", _search, "DLV search for adversarial examples on a grid of manipulations "
                      "(SAFE_ON_GRID / UNSAFE / UNKNOWN)")
     search.add_argument("model", help="ONNX file")
@@ -328,7 +330,7 @@ def _domain(text: str) -> tuple[float, float]:
 def _encode(args: argparse.Namespace) -> int:
     from .encode import write_smtlib2
 
-    write_smtlib2(args.model, args.property, args.output)
+    write_smtlib2(args.model, args.property, args.output, args.lp_seconds)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

@@ -27,7 +27,7 @@ from typing import Iterator
 import numpy as np
 from scipy import sparse
 
-from .bounds import ChainBounds
+from .bounds import BoundPropagator, ChainBounds
 from .pwl import UNIT_ROUNDOFF, Activation, Affine, Chain
 
 INF = float("inf")
@@ -275,6 +275,31 @@ class LpRelaxation:
         if not np.all(np.isfinite(terms)):
             return -INF
         return float(terms.sum() - _gamma(len(terms) + 2) * np.abs(terms).sum())
+
+
+def tightened(relaxation: LpRelaxation, propagator: BoundPropagator, bounds: ChainBounds, deadline: float
+              ) -> Iterator[tuple[ChainBounds, list[np.ndarray]]]:
+    """LP bounds of the unstable ReLU inputs, layer by layer from the second ReLU on (the first
+    ones are exact already), each layer's intersected into a new back-substitution of the layers
+    after it. Yields the bounds after each layer and the inputs at its LP optima (candidate
+    counterexamples), until the deadline."""
+    box_lo, box_hi = relaxation.box[0][None], relaxation.box[1][None]
+    relus = [k for k, step in enumerate(relaxation.chain.steps) if isinstance(step, Activation)]
+    for k in relus[1:]:
+        lo, hi = bounds.lower[k][0], bounds.upper[k][0]
+        unstable = np.flatnonzero((lo < 0) & (hi > 0))
+        if len(unstable) == 0:
+            continue
+        if time.perf_counter() > deadline:
+            return
+        relaxation.set_bounds(bounds)
+        new_lo, points_lo = relaxation.neuron_bounds(k, unstable, deadline, minimise=True)
+        new_hi, points_hi = relaxation.neuron_bounds(k, unstable, deadline, minimise=False)
+        within = ([l.copy() for l in bounds.lower[:-1]], [u.copy() for u in bounds.upper[:-1]])
+        within[0][k][0, unstable] = np.maximum(lo[unstable], new_lo)
+        within[1][k][0, unstable] = np.minimum(hi[unstable], new_hi)
+        bounds = propagator.forward(box_lo, box_hi, within=within)
+        yield bounds, points_lo + points_hi
 
 
 def _box_minimum(r_lo: np.ndarray, r_hi: np.ndarray, v_lo: np.ndarray, v_hi: np.ndarray) -> np.ndarray:

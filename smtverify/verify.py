@@ -356,30 +356,14 @@ class Verifier:
 
     def _tighten(self, case: Case, relaxation: "LpRelaxation", bounds: ChainBounds, deadline: float,
                  progress: _Progress):
-        """LP bounds of the unstable ReLU inputs, layer by layer from the second ReLU on (the first
-        ones are exact already), each layer's intersected into a new back-substitution of the layers
-        after it. Every LP optimum is also tried as a counterexample. (bounds, counterexample)."""
-        box_lo, box_hi = case.box.lower[None], case.box.upper[None]
-        relus = [k for k, step in enumerate(self.chain.steps) if isinstance(step, Activation)]
-        for k in relus[1:]:
-            lo, hi = bounds.lower[k][0], bounds.upper[k][0]
-            unstable = np.flatnonzero((lo < 0) & (hi > 0))
-            if len(unstable) == 0:
-                continue
-            if time.perf_counter() > deadline:
-                break
-            relaxation.set_bounds(bounds)
-            new_lo, points_lo = relaxation.neuron_bounds(k, unstable, deadline, minimise=True)
-            new_hi, points_hi = relaxation.neuron_bounds(k, unstable, deadline, minimise=False)
-            progress.lp_solves += len(points_lo) + len(points_hi)
-            found = self._confirm_unsafe(case, points_lo + points_hi, progress)
+        """Neuron bounds tightened by LP (lp.tightened); every LP optimum is also tried as a
+        counterexample. (bounds, counterexample)."""
+        for bounds, points in lp.tightened(relaxation, self.bounds, bounds, deadline):
+            progress.lp_solves += len(points)
+            progress.boxes_bounded += 1
+            found = self._confirm_unsafe(case, points, progress)
             if found is not None:
                 return bounds, found
-            within = ([l.copy() for l in bounds.lower[:-1]], [u.copy() for u in bounds.upper[:-1]])
-            within[0][k][0, unstable] = np.maximum(lo[unstable], new_lo)
-            within[1][k][0, unstable] = np.minimum(hi[unstable], new_hi)
-            bounds = self.bounds.forward(box_lo, box_hi, within=within)
-            progress.boxes_bounded += 1
         return bounds, None
 
     def _confirm_unsafe(self, case: Case, points: list[np.ndarray], progress: _Progress):
