@@ -26,13 +26,16 @@ from . import confirm
 from .errors import SmtVerifyError
 from .features import HEURISTICS, select_features
 from .grid import Example, GridReport, search_grid
+from .lifting import LiftReport, lift
 from .manipulations import (BrightnessManipulation, ContrastManipulation, Domain, Manipulation,
                             PixelManipulation)
 from .network import Network
 from .reference import OnnxRuntimeExecutor
-from .verdict import Verdict
+from .verdict import CONTINUOUS_GUARANTEE, GRID_GUARANTEE, UNSAFE_GUARANTEE, Verdict
+from .verify import Settings as VerifySettings, Verifier
 
 FAMILIES = ("pixel", "brightness", "contrast")
+GUARANTEES = {Verdict.SAFE: CONTINUOUS_GUARANTEE, Verdict.SAFE_ON_GRID: GRID_GUARANTEE, Verdict.UNSAFE: UNSAFE_GUARANTEE}
 
 
 @dataclass
@@ -51,6 +54,9 @@ class SearchSettings:
     timeout: float | None = 60.0       # seconds over all rounds
     domain: Domain = (0.0, 1.0)
     evaluator: str = "auto"
+    lift: bool = False                 # prove the continuous region of each safe grid (lifting.py)
+    lift_timeout: float = 30.0         # seconds for lifting, over all grids
+    lift_cells: int = 64               # at most this many cells per grid when its hull is not proven
 
     def check(self, network: Network) -> None:
         """Reject settings that cannot describe a search, naming the field."""
@@ -61,7 +67,7 @@ class SearchSettings:
                                  field="heuristic")
         if not self.span > 0:
             raise SmtVerifyError(f"span must be positive, not {self.span}", field="span")
-        for name, least in (("steps", 1), ("features", 1), ("rounds", 1), ("paths", 1)):
+        for name, least in (("steps", 1), ("features", 1), ("rounds", 1), ("paths", 1), ("lift_cells", 1)):
             if getattr(self, name) < least:
                 raise SmtVerifyError(f"{name} must be at least {least}, not {getattr(self, name)}", field=name)
         if self.features > network.n_inputs:
@@ -83,6 +89,7 @@ class GridRecord:
     seconds: float                     # setup (evaluator tables) included
     search_seconds: float              # evaluating and checking points
     manipulation: Manipulation = field(repr=False)   # for lifting a safe grid to a continuous verdict
+    lift: LiftReport | None = None     # how much of the continuous region it spans was proven
 
     @property
     def safe(self) -> bool:
@@ -92,7 +99,7 @@ class GridRecord:
         return {"round": self.round, "path": self.path, "dims": self.dims, "grid_points": self.grid_points,
                 "points_evaluated": self.points_evaluated, "verdict": self.verdict.value, "safe": self.safe,
                 "evaluator": self.evaluator, "seconds": round(self.seconds, 4),
-                "search_seconds": round(self.search_seconds, 4)}
+                "search_seconds": round(self.search_seconds, 4), "lift": self.lift and self.lift.summary()}
 
 
 @dataclass
@@ -118,9 +125,11 @@ class Found:
     dims: list[int]                    # the features the manipulation moved, in c's order
     round: int
     input_file: str | None = None
+    off_grid: bool = False             # found by the verifier between grid points (lifting): c is empty
 
     def summary(self) -> dict[str, Any]:
-        return {"input_file": self.input_file, "round": self.round, "dims": self.dims, **self.example.summary()}
+        return {"input_file": self.input_file, "round": self.round, "dims": self.dims, "off_grid": self.off_grid,
+                **self.example.summary()}
 
 
 @dataclass
@@ -137,6 +146,13 @@ class SearchReport:
     grids: list[GridRecord]
     rejected: int = 0                  # grid examples that failed the final confirmation (expected 0)
     reason: str = ""
+    guarantee: str = ""                # what the verdict guarantees, and what it does not
+
+    @property
+    def cells(self) -> tuple[int, int] | None:
+        """(cells proven, cells) of the continuous regions of the grids lifted; None if none was."""
+        lifted = [g.lift for g in self.grids if g.lift is not None]
+        return (sum(r.proven for r in lifted), sum(r.cells for r in lifted)) if lifted else None
 
     @property
     def points_per_second(self) -> float:
@@ -158,6 +174,7 @@ class SearchReport:
                 "points_evaluated": self.points_evaluated, "seconds": round(self.seconds, 4),
                 "points_per_second": round(self.points_per_second, 1),
                 "evaluation_points_per_second": round(self.evaluation_points_per_second, 1), "reason": self.reason,
+                "guarantee": self.guarantee, "cells": self.cells and dict(zip(("proven", "total"), self.cells)),
                 "rejected": self.rejected, "examples": [f.summary() for f in self.examples],
                 "rounds": [r.summary() for r in self.rounds], "grids": [g.summary() for g in self.grids]}
 
@@ -224,11 +241,28 @@ class _Run:
             self.rejected += 1
             return
         c = np.concatenate([np.asarray(base.c, np.int64), example.c.astype(np.int64)])
-        found = Found(Example.of(example.input, self.original, c, self.label, confirmed.output),
-                      base.dims + dims, round_)
+        self._record(Found(Example.of(example.input, self.original, c, self.label, confirmed.output),
+                           base.dims + dims, round_))
+
+    def _record(self, found: Found) -> None:
         self.found.append(found)
         if self.on_found is not None:
             self.on_found(found)
+
+    def _lift(self) -> None:
+        """Try to prove the continuous region of every (safe) grid, the time shared evenly; a
+        counterexample between grid points is recorded as an example (off the grid)."""
+        s = self.settings
+        verifier = Verifier(self.network, VerifySettings(timeout=s.lift_timeout))
+        end = time.perf_counter() + s.lift_timeout
+        for i, grid in enumerate(self.grids):
+            share = (end - time.perf_counter()) / (len(self.grids) - i)
+            grid.lift = lift(verifier, grid.manipulation, self.label, share, s.lift_cells)
+            for cex in grid.lift.counterexamples:
+                self._record(Found(Example.of(cex.input, self.original, np.zeros(0, np.int64), self.label, cex.output),
+                                   grid.dims, grid.round, off_grid=True))
+            if self.found:
+                return
 
     def done(self) -> bool:
         return bool(self.found) or bool(self.stopped)
@@ -243,9 +277,24 @@ class _Run:
         elif any(not g.safe for g in self.grids):
             verdict, reason = Verdict.UNKNOWN, "a grid was left undecided (points the executors dispute)"
         else:
-            verdict = Verdict.SAFE_ON_GRID
+            verdict, reason = self._safe_verdict()
         return SearchReport(verdict, self.label, sum(g.grid_points for g in self.grids), self.evaluated,
-                            time.perf_counter() - self.start, self.found, [], self.grids, self.rejected, reason)
+                            time.perf_counter() - self.start, self.found, [], self.grids, self.rejected, reason,
+                            GUARANTEES.get(verdict, "none"))
+
+    def _safe_verdict(self) -> tuple[Verdict, str]:
+        """Every grid is safe: SAFE when lifting proves every grid's continuous region, UNSAFE when
+        it finds an example between grid points, else SAFE_ON_GRID (with the cells proven)."""
+        if not self.settings.lift:
+            return Verdict.SAFE_ON_GRID, ""
+        self._lift()
+        if self.found:
+            return Verdict.UNSAFE, "an adversarial example between grid points, found by the verifier while lifting"
+        proven = sum(g.lift.proven for g in self.grids)
+        total = sum(g.lift.cells for g in self.grids)
+        if all(g.lift.continuous for g in self.grids):
+            return Verdict.SAFE, f"the continuous region of every grid is proven ({proven} of {total} cells)"
+        return Verdict.SAFE_ON_GRID, f"{proven} of {total} cells of the continuous regions proven safe"
 
 
 def _whole_input(settings: SearchSettings, x: np.ndarray) -> Manipulation:
