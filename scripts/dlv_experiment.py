@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from smtverify import load_onnx, resources  # noqa: E402
 from smtverify.attack import fgsm, jsma, pgd_linf  # noqa: E402
 from smtverify.confirm import confirm_misclassification  # noqa: E402
-from smtverify.fast_eval import _chain_of  # noqa: E402
+from smtverify.pwl import chain_of  # noqa: E402
 from smtverify.network import Network  # noqa: E402
 from smtverify.reference import OnnxRuntimeExecutor  # noqa: E402
 from smtverify.search import SearchSettings, dlv_search  # noqa: E402
@@ -58,7 +58,7 @@ def verivital(name: str, n: int) -> tuple[Network, list[tuple[np.ndarray, int]]]
 
 def attacks(network: Network, eps: float, seed: int) -> dict[str, Callable[[np.ndarray, int], np.ndarray | None]]:
     """Each method maps (image, label) to a candidate input (None: nothing proposed)."""
-    chain = _chain_of(network)
+    chain = chain_of(network)
 
     def dlv(x: np.ndarray, label: int) -> np.ndarray | None:
         report = dlv_search(network, x, label, DLV)

@@ -100,8 +100,19 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--family", choices=("pixel", "brightness", "contrast"), default="pixel")
     search.add_argument("--rounds", type=int, default=1, help="DLV rounds: add --features features per round")
     search.add_argument("--paths", type=int, default=1, help="points kept per round (1 single-path, more multi-path)")
-    search.add_argument("--layer", help="search at a hidden layer (not available in this command yet)")
+    search.add_argument("--layer", help="search at this hidden layer (an ONNX node output, see `smtverify info`): the "
+                        "input grid's region is propagated to it and its misclassified grid points back-mapped by Z3")
+    search.add_argument("--hidden-features", type=int, default=3, help="--layer: hidden dimensions in its grid "
+                        "(DLV's activation heuristic; default 3)")
+    search.add_argument("--candidates", type=int, default=16, help="--layer: at most this many misclassified hidden "
+                        "points back-mapped to inputs (default 16)")
     search.add_argument("--all", action="store_true", help="collect every example, not only the first")
+    search.add_argument("--prove-cells", action="store_true",
+                        help="when every grid is safe, prove the continuous region each grid spans with the verifier "
+                             "(its hull, else the cells between adjacent grid values): SAFE if all are proven")
+    search.add_argument("--lift-timeout", type=float, default=30.0, help="seconds for --prove-cells (default 30)")
+    search.add_argument("--lift-cells", type=int, default=64, help="--prove-cells: at most this many cells a grid "
+                        "(adjacent cells merged beyond it; default 64)")
     search.add_argument("--budget-points", type=int, help="stop after this many grid points (UNKNOWN)")
     search.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     search.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
@@ -258,9 +269,8 @@ def _search(args: argparse.Namespace) -> int:
     from .export import ExampleWriter
     from .search import SearchSettings, dlv_search
 
-    if args.layer is not None:
-        raise SmtVerifyError("hidden-layer search is not available in `smtverify search` yet; "
-                             "search the input layer (omit --layer)", field="--layer")
+    from .layers import HiddenSettings
+
     network = load_onnx(args.model)
     x = read_input(args.input, network)
     if not 0 <= args.label < network.n_outputs:
@@ -271,15 +281,20 @@ def _search(args: argparse.Namespace) -> int:
         raise SmtVerifyError(f"the {args.family} family moves the whole input: it takes no --pixels or --features",
                              field="--family")
     for name, value in (("--span", args.span), ("--steps", args.steps), ("--features", args.features),
-                        ("--rounds", args.rounds), ("--paths", args.paths), ("--budget-points", args.budget_points)):
+                        ("--rounds", args.rounds), ("--paths", args.paths), ("--budget-points", args.budget_points),
+                        ("--lift-timeout", args.lift_timeout), ("--lift-cells", args.lift_cells),
+                        ("--hidden-features", args.hidden_features), ("--candidates", args.candidates)):
         if value is not None and not value > 0:
             raise SmtVerifyError(f"{name} must be positive, not {value}", field=name)
     domain = _domain(args.domain)
     if np.any(x < domain[0]) or np.any(x > domain[1]):
         raise SmtVerifyError(f"the input lies outside the domain {list(domain)}", file=args.input, field="--domain")
-    settings = SearchSettings(family=args.family, span=args.span, steps=args.steps, features=args.features or 4,
+    settings = SearchSettings(family=args.family, span=args.span, steps=args.steps, features=args.features or min(4, network.n_inputs),
                               heuristic=args.heuristic, rounds=args.rounds, paths=args.paths, collect_all=args.all,
-                              max_points=args.budget_points, timeout=args.timeout, domain=domain)
+                              max_points=args.budget_points, timeout=args.timeout, domain=domain,
+                              lift=args.prove_cells, lift_timeout=args.lift_timeout, lift_cells=args.lift_cells,
+                              layer=args.layer, hidden=args.layer and HiddenSettings(
+                                  args.layer, args.hidden_features, args.steps, args.candidates))
     with ExampleWriter(args.out, x, domain) as writer:
         report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write)
     record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
@@ -309,8 +324,13 @@ def _search_text(record: dict[str, Any]) -> str:
              f"{len(record['rounds'])} rounds)"]
     if record["reason"]:
         lines.append(f"  {record['reason']}")
+    lines.append(f"  guarantee: {record['guarantee']}")
+    for h in record["hidden"]:
+        lines.append(f"  layer {h['layer']}: hidden dims {h['hidden_dims']}, refinement {h['refinement']}, "
+                     f"{h['hidden_candidates']} candidates: {h['confirmed']} confirmed, {h['spurious']} spurious, "
+                     f"{h['unconfirmed']} unconfirmed, {h['unknown']} unknown")
     for e in record["examples"][:10]:
-        lines.append(f"  example: class {e['new_class']}, {e['l0']} pixels changed {e['changed_dims'][:12]}, "
+        lines.append(f"  example{' (between grid points)' if e['off_grid'] else ''}: class {e['new_class']}, {e['l0']} pixels changed {e['changed_dims'][:12]}, "
                      f"L1 {e['l1']:.4g} L2 {e['l2']:.4g} Linf {e['linf']:.4g} -> {e['input_file']}")
     if len(record["examples"]) > 10:
         lines.append(f"  ... {len(record['examples']) - 10} more examples under {record['out']}")

@@ -14,7 +14,6 @@ same for every grid point. Three evaluators, chosen automatically:
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,14 +23,13 @@ from scipy import sparse
 from .errors import SmtVerifyError
 from .manipulations import Manipulation, PixelManipulation
 from .network import Network
-from .pwl import Activation, Affine, Chain, MaxPool, to_chain
+from .pwl import Activation, Affine, Chain, MaxPool, chain_of
 
 CHUNK_BYTES = 1 << 26          # working memory of one evaluated chunk
 MAX_CHUNK = 1 << 16
 TABLE_CONFIGS = 1 << 20        # table rows in all: beyond this, tables cost more than they save
 MERGE_ROWS = 4096              # tables merge (one lookup fewer) while they stay this small
 MASK_BITS = 62                 # pixel sets are int64 bit masks
-_CHAINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _chunk_for(values_per_point: int, itemsize: int = 4) -> int:
@@ -330,7 +328,7 @@ def choose_evaluator(network: Network, manipulation: Manipulation, kind: str = "
     if kind == "plain" or not isinstance(manipulation, PixelManipulation):
         return _forced(plain, kind)
     try:
-        chain = _chain_of(network)
+        chain = chain_of(network)
     except SmtVerifyError:
         return _forced(plain, kind)
     fast = DifferenceEvaluator(chain, manipulation)
@@ -343,13 +341,6 @@ def choose_evaluator(network: Network, manipulation: Manipulation, kind: str = "
     costs = {"plain": plain_cost, "difference": fast.cost, "tables": np.inf if cut is None else cut[1]}
     cheapest = min(costs, key=costs.get)
     return {"plain": plain, "difference": fast}.get(cheapest) or TableEvaluator(chain, manipulation, cut[0], fast)
-
-
-def _chain_of(network: Network) -> Chain:
-    """The network's chain, compiled once: DLV's rounds search one network many times."""
-    if network not in _CHAINS:
-        _CHAINS[network] = to_chain(network)
-    return _CHAINS[network]
 
 
 def _forced(evaluator: Evaluator | None, kind: str) -> Evaluator:

@@ -14,8 +14,8 @@ import numpy as np
 
 from .errors import SmtVerifyError
 from .attack import gradient
-from .fast_eval import _chain_of
 from .network import Network
+from .pwl import chain_of
 
 HEURISTICS = ("activation", "gradient")
 
@@ -43,7 +43,7 @@ def activation_ranking(network: Network, x: np.ndarray, layer: str | None = None
 
 def gradient_ranking(network: Network, x: np.ndarray, label: int) -> np.ndarray:
     """Input dimensions by decreasing |gradient| of the label's margin over the runner-up at x."""
-    chain = _chain_of(network)
+    chain = chain_of(network)
     flat = np.asarray(x, dtype=np.float64).reshape(-1)
     logits = chain.forward(flat[None])[0]
     runner_up = int(np.argmax(np.where(np.arange(len(logits)) == label, -np.inf, logits)))

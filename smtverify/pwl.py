@@ -9,6 +9,7 @@ selections of coordinates).
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,6 +78,13 @@ class MaxPool:
 Step = Affine | Activation | MaxPool
 
 
+def width(step: Step) -> int:
+    """How many values a step outputs."""
+    if isinstance(step, Affine):
+        return step.W.shape[0]
+    return step.size if isinstance(step, Activation) else step.groups.shape[0]
+
+
 class Chain:
     """A network as a sequence of steps; `boundaries[name]` is the step after which layer `name` is."""
 
@@ -86,6 +94,14 @@ class Chain:
         self.final_softmax = final_softmax   # dropped: the chain computes the logits before it
         self.n_inputs = network.n_inputs
         self.n_outputs = network.n_outputs
+        self.boundaries = {step.layers[-1]: k + 1 for k, step in enumerate(steps) if step.layers}
+
+    def prefix(self, stop: int) -> "Chain":
+        """Steps 0..stop-1: the map from the input to the values at boundary `stop` (a hidden layer),
+        to encode or bound that layer alone."""
+        part = Chain(self.network, self.steps[:stop], False)
+        part.n_outputs = width(self.steps[stop - 1]) if stop else self.n_inputs
+        return part
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (B, n_inputs) -> (B, n_outputs), in float64."""
@@ -98,6 +114,16 @@ class Chain:
         for step in self.steps:
             values.append(step.forward(values[-1]))
         return values
+
+
+_CHAINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def chain_of(network: Network) -> Chain:
+    """The network's chain, compiled once: searches and lifting use one network many times."""
+    if network not in _CHAINS:
+        _CHAINS[network] = to_chain(network)
+    return _CHAINS[network]
 
 
 def to_chain(network: Network) -> Chain:

@@ -26,13 +26,17 @@ from . import confirm
 from .errors import SmtVerifyError
 from .features import HEURISTICS, select_features
 from .grid import Example, GridReport, search_grid
+from .layers import HiddenLayerSearch, HiddenReport, HiddenSettings
+from .lifting import LiftReport, lift
 from .manipulations import (BrightnessManipulation, ContrastManipulation, Domain, Manipulation,
                             PixelManipulation)
 from .network import Network
 from .reference import OnnxRuntimeExecutor
-from .verdict import Verdict
+from .verdict import CONTINUOUS_GUARANTEE, GRID_GUARANTEE, HIDDEN_GRID_GUARANTEE, UNSAFE_GUARANTEE, Verdict
+from .verify import Settings as VerifySettings, Verifier
 
 FAMILIES = ("pixel", "brightness", "contrast")
+GUARANTEES = {Verdict.SAFE: CONTINUOUS_GUARANTEE, Verdict.SAFE_ON_GRID: GRID_GUARANTEE, Verdict.UNSAFE: UNSAFE_GUARANTEE}
 
 
 @dataclass
@@ -51,6 +55,11 @@ class SearchSettings:
     timeout: float | None = 60.0       # seconds over all rounds
     domain: Domain = (0.0, 1.0)
     evaluator: str = "auto"
+    lift: bool = False                 # prove the continuous region of each safe grid (lifting.py)
+    lift_timeout: float = 30.0         # seconds for lifting, over all grids
+    lift_cells: int = 64               # at most this many cells per grid when its hull is not proven
+    layer: str | None = None           # search at this hidden layer (layers.py); one round, pixel family
+    hidden: HiddenSettings | None = None   # its knobs (default: HiddenSettings(layer))
 
     def check(self, network: Network) -> None:
         """Reject settings that cannot describe a search, naming the field."""
@@ -61,9 +70,11 @@ class SearchSettings:
                                  field="heuristic")
         if not self.span > 0:
             raise SmtVerifyError(f"span must be positive, not {self.span}", field="span")
-        for name, least in (("steps", 1), ("features", 1), ("rounds", 1), ("paths", 1)):
+        for name, least in (("steps", 1), ("features", 1), ("rounds", 1), ("paths", 1), ("lift_cells", 1)):
             if getattr(self, name) < least:
                 raise SmtVerifyError(f"{name} must be at least {least}, not {getattr(self, name)}", field=name)
+        if self.layer is not None and self.family != "pixel":
+            raise SmtVerifyError("a hidden-layer search takes its input region from the pixel family", field="layer")
         if self.features > network.n_inputs:
             raise SmtVerifyError(f"features {self.features} exceeds the {network.n_inputs} input values",
                                  field="features")
@@ -83,6 +94,7 @@ class GridRecord:
     seconds: float                     # setup (evaluator tables) included
     search_seconds: float              # evaluating and checking points
     manipulation: Manipulation = field(repr=False)   # for lifting a safe grid to a continuous verdict
+    lift: LiftReport | None = None     # how much of the continuous region it spans was proven
 
     @property
     def safe(self) -> bool:
@@ -92,7 +104,7 @@ class GridRecord:
         return {"round": self.round, "path": self.path, "dims": self.dims, "grid_points": self.grid_points,
                 "points_evaluated": self.points_evaluated, "verdict": self.verdict.value, "safe": self.safe,
                 "evaluator": self.evaluator, "seconds": round(self.seconds, 4),
-                "search_seconds": round(self.search_seconds, 4)}
+                "search_seconds": round(self.search_seconds, 4), "lift": self.lift and self.lift.summary()}
 
 
 @dataclass
@@ -118,9 +130,13 @@ class Found:
     dims: list[int]                    # the features the manipulation moved, in c's order
     round: int
     input_file: str | None = None
+    off_grid: bool = False             # found by the verifier between grid points (lifting): c is empty
+    layer: str | None = None           # found at this hidden layer: dims and c index its values
 
     def summary(self) -> dict[str, Any]:
-        return {"input_file": self.input_file, "round": self.round, "dims": self.dims, **self.example.summary()}
+        return {"input_file": self.input_file, "round": self.round, "dims": self.dims, "off_grid": self.off_grid,
+                "layer": self.layer,
+                **self.example.summary()}
 
 
 @dataclass
@@ -137,6 +153,14 @@ class SearchReport:
     grids: list[GridRecord]
     rejected: int = 0                  # grid examples that failed the final confirmation (expected 0)
     reason: str = ""
+    guarantee: str = ""                # what the verdict guarantees, and what it does not
+    hidden: list[HiddenReport] = field(default_factory=list)   # per hidden-layer grid: region, refinement, candidates
+
+    @property
+    def cells(self) -> tuple[int, int] | None:
+        """(cells proven, cells) of the continuous regions of the grids lifted; None if none was."""
+        lifted = [g.lift for g in self.grids if g.lift is not None]
+        return (sum(r.proven for r in lifted), sum(r.cells for r in lifted)) if lifted else None
 
     @property
     def points_per_second(self) -> float:
@@ -158,6 +182,10 @@ class SearchReport:
                 "points_evaluated": self.points_evaluated, "seconds": round(self.seconds, 4),
                 "points_per_second": round(self.points_per_second, 1),
                 "evaluation_points_per_second": round(self.evaluation_points_per_second, 1), "reason": self.reason,
+                "guarantee": self.guarantee, "cells": self.cells and dict(zip(("proven", "total"), self.cells)),
+                "layer": self.hidden[0].layer if self.hidden else None,
+                "hidden_candidates": sum(h.candidates for h in self.hidden),
+                "spurious": sum(h.spurious for h in self.hidden), "hidden": [h.summary() for h in self.hidden],
                 "rejected": self.rejected, "examples": [f.summary() for f in self.examples],
                 "rounds": [r.summary() for r in self.rounds], "grids": [g.summary() for g in self.grids]}
 
@@ -190,6 +218,8 @@ class _Run:
         self.found: list[Found] = []
         self.rejected = 0
         self.stopped = ""              # why a budget stopped the search
+        self.hidden = None if settings.layer is None else \
+            HiddenLayerSearch(network, settings.hidden or HiddenSettings(settings.layer, steps=settings.steps))
 
     @property
     def evaluated(self) -> int:
@@ -206,16 +236,35 @@ class _Run:
         def accept(example: Example) -> None:
             self._accept(example, base, dims, round_)
 
+        if self.hidden is not None:          # the input grid's region, searched at the hidden layer
+            return self._hidden(manipulation, dims, round_, path, left_points, left_seconds)
         report = search_grid(self.network, manipulation, self.label, collect_all=s.collect_all,
                              max_points=left_points, max_seconds=left_seconds, evaluator=s.evaluator,
                              reference=self.reference, keep_best=keep, on_example=accept)
+        return self._note(report, manipulation, dims, round_, path)
+
+    def _hidden(self, manipulation: Manipulation, dims: list[int], round_: int, path: int,
+                left_points: int | None, left_seconds: float | None) -> GridReport:
+        """A hidden-layer grid over the region of `manipulation`: its examples (c indexing the hidden
+        dimensions) are confirmed once more like any other."""
+        def accept(example: Example) -> None:
+            self._accept(example, _Path(manipulation.original, [], [], np.inf), self.hidden.reports[-1].dims, round_,
+                         self.settings.layer)
+
+        report = self.hidden.search(manipulation, self.label, left_points, left_seconds, self.settings.collect_all,
+                                    accept)
+        return self._note(report, manipulation, dims, round_, path)
+
+    def _note(self, report: GridReport, manipulation: Manipulation, dims: list[int], round_: int,
+              path: int) -> GridReport:
+        """Record a grid searched; a budget or an undecided grid stops the search."""
         self.grids.append(GridRecord(round_, path, dims, report.grid_size, report.points_evaluated, report.verdict,
                                      report.evaluator, report.seconds, report.search_seconds, manipulation))
         if report.verdict == Verdict.UNKNOWN and not self.stopped:
             self.stopped = report.reason
         return report
 
-    def _accept(self, example: Example, base: _Path, dims: list[int], round_: int) -> None:
+    def _accept(self, example: Example, base: _Path, dims: list[int], round_: int, layer: str | None = None) -> None:
         """Confirm a grid example once more, from scratch (float32 inside the domain exactly, onnxruntime),
         and re-measure it from the original input along the whole path."""
         lo, hi = self.settings.domain
@@ -224,11 +273,28 @@ class _Run:
             self.rejected += 1
             return
         c = np.concatenate([np.asarray(base.c, np.int64), example.c.astype(np.int64)])
-        found = Found(Example.of(example.input, self.original, c, self.label, confirmed.output),
-                      base.dims + dims, round_)
+        self._record(Found(Example.of(example.input, self.original, c, self.label, confirmed.output),
+                           base.dims + dims, round_, layer=layer))
+
+    def _record(self, found: Found) -> None:
         self.found.append(found)
         if self.on_found is not None:
             self.on_found(found)
+
+    def _lift(self) -> None:
+        """Try to prove the continuous region of every (safe) grid, the time shared evenly; a
+        counterexample between grid points is recorded as an example (off the grid)."""
+        s = self.settings
+        verifier = Verifier(self.network, VerifySettings(timeout=s.lift_timeout))
+        end = time.perf_counter() + s.lift_timeout
+        for i, grid in enumerate(self.grids):
+            share = (end - time.perf_counter()) / (len(self.grids) - i)
+            grid.lift = lift(verifier, grid.manipulation, self.label, share, s.lift_cells)
+            for cex in grid.lift.counterexamples:
+                self._record(Found(Example.of(cex.input, self.original, np.zeros(0, np.int64), self.label, cex.output),
+                                   grid.dims, grid.round, off_grid=True))
+            if self.found:
+                return
 
     def done(self) -> bool:
         return bool(self.found) or bool(self.stopped)
@@ -243,9 +309,26 @@ class _Run:
         elif any(not g.safe for g in self.grids):
             verdict, reason = Verdict.UNKNOWN, "a grid was left undecided (points the executors dispute)"
         else:
-            verdict = Verdict.SAFE_ON_GRID
+            verdict, reason = self._safe_verdict()
+        guarantee = HIDDEN_GRID_GUARANTEE if self.hidden is not None and verdict == Verdict.SAFE_ON_GRID \
+            else GUARANTEES.get(verdict, "none")
         return SearchReport(verdict, self.label, sum(g.grid_points for g in self.grids), self.evaluated,
-                            time.perf_counter() - self.start, self.found, [], self.grids, self.rejected, reason)
+                            time.perf_counter() - self.start, self.found, [], self.grids, self.rejected, reason,
+                            guarantee, [] if self.hidden is None else self.hidden.reports)
+
+    def _safe_verdict(self) -> tuple[Verdict, str]:
+        """Every grid is safe: SAFE when lifting proves every grid's continuous region, UNSAFE when
+        it finds an example between grid points, else SAFE_ON_GRID (with the cells proven)."""
+        if not self.settings.lift or self.hidden is not None:
+            return Verdict.SAFE_ON_GRID, ""
+        self._lift()
+        if self.found:
+            return Verdict.UNSAFE, "an adversarial example between grid points, found by the verifier while lifting"
+        proven = sum(g.lift.proven for g in self.grids)
+        total = sum(g.lift.cells for g in self.grids)
+        if all(g.lift.continuous for g in self.grids):
+            return Verdict.SAFE, f"the continuous region of every grid is proven ({proven} of {total} cells)"
+        return Verdict.SAFE_ON_GRID, f"{proven} of {total} cells of the continuous regions proven safe"
 
 
 def _whole_input(settings: SearchSettings, x: np.ndarray) -> Manipulation:

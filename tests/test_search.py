@@ -167,7 +167,7 @@ def test_cli_search_pixels_brightness_and_budget(tmp_path, mnist_npy, capsys):
 
 @pytest.mark.parametrize("extra, field", [
     (["--pixels", "1,784"], "--pixels"), (["--pixels", "1,a"], "--pixels"), (["--label", "10"], "--label"),
-    (["--layer", "conv1"], "--layer"), (["--steps", "0"], "--steps"), (["--family", "contrast", "--pixels", "1"],
+    (["--layer", "nope"], "layer"), (["--steps", "0"], "--steps"), (["--family", "contrast", "--pixels", "1"],
                                                                      "--family")])
 def test_cli_search_bad_input_names_the_field(extra, field, tmp_path, mnist_npy, capsys):
     args = ["search", MNIST, "--input", mnist_npy, "--label", "0", "--span", "0.1", "--steps", "1",
