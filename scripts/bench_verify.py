@@ -26,13 +26,14 @@ from smtverify.bench import Instance, read_instances, run  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "benchmarks"
 MARABOU = """
-import sys, warnings
+import sys, time, warnings
 warnings.filterwarnings("ignore")
 from maraboupy import Marabou
+start = time.perf_counter()
 network = Marabou.read_onnx(sys.argv[1])
 options = Marabou.createOptions(timeoutInSeconds=int(float(sys.argv[3])), verbosity=0)
 code, _, _ = network.solve(propertyFilename=sys.argv[2], options=options, verbose=False)
-print("RESULT", code)
+print("RESULT", code, time.perf_counter() - start)
 """
 
 
@@ -45,17 +46,18 @@ def pick(instances: list[Instance], sample: int | None) -> list[Instance]:
 
 
 def run_marabou(instance: Instance, timeout: float) -> tuple[str, float]:
+    """Marabou's verdict and seconds from reading the files to the answer, as smtverify's are
+    (the interpreter's start and the import of maraboupy are left out)."""
     start = time.perf_counter()
     try:
         done = subprocess.run([sys.executable, "-c", MARABOU, str(instance.onnx), str(instance.vnnlib), str(timeout)],
                               capture_output=True, text=True, timeout=timeout + 30,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-        words = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("RESULT")]
-        verdict = words[0].lower() if words else "error"
+        words = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RESULT")]
+        verdict, seconds = (words[0][0].lower(), float(words[0][1])) if words else ("error", time.perf_counter() - start)
     except subprocess.TimeoutExpired:
-        verdict = "timeout"
-    return ({"sat": "sat", "unsat": "unsat"}.get(verdict, verdict if verdict in ("timeout", "error") else "unknown"),
-            time.perf_counter() - start)
+        verdict, seconds = "timeout", time.perf_counter() - start
+    return {"sat": "sat", "unsat": "unsat"}.get(verdict, verdict if verdict in ("timeout", "error") else "unknown"), seconds
 
 
 def summarise(name: str, verdicts: list[str], seconds: list[float], expected: list[str | None]) -> dict:
