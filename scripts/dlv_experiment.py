@@ -8,6 +8,11 @@ within 0.002; the label is the network's class there). Per method: images checke
 per image. DLV: gradient features, single-path rounds; FGSM and PGD: L-infinity ball of --eps;
 JSMA: up to 40 pixels set to 1. Prints a table and writes results/dlv_experiment.json.
 
+The issue's target is checked image by image: PGD is also run inside the continuous region that
+DLV's first grid spans (its moved pixels between their extreme grid values, the rest fixed), and on
+every image where PGD finds an example there, DLV must have found one too (on a grid, or between
+grid points by lifting), with no more changed pixels on average.
+
     python scripts/dlv_experiment.py [--images N] [--eps E]
 """
 from __future__ import annotations
@@ -26,16 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smtverify import load_onnx, resources  # noqa: E402
-from smtverify.attack import fgsm, jsma, pgd_linf  # noqa: E402
+from smtverify.attack import fgsm, jsma, pgd, pgd_linf  # noqa: E402
+from smtverify.lifting import cell_boxes  # noqa: E402
 from smtverify.confirm import confirm_misclassification  # noqa: E402
 from smtverify.pwl import chain_of  # noqa: E402
 from smtverify.network import Network  # noqa: E402
 from smtverify.reference import OnnxRuntimeExecutor  # noqa: E402
-from smtverify.search import SearchSettings, dlv_search  # noqa: E402
+from smtverify.search import SearchReport, SearchSettings, dlv_search  # noqa: E402
+from smtverify.verify import case_within, robustness_property  # noqa: E402
 from smtverify.vnnlib import read_vnnlib  # noqa: E402
 
 VERIVITAL = ROOT.parent / "shared" / "benchmarks" / "verivital"
-DLV = SearchSettings(span=0.25, steps=2, features=8, heuristic="gradient", rounds=6, timeout=20)
+DLV = SearchSettings(span=0.25, steps=2, features=8, heuristic="gradient", rounds=6, timeout=20, lift=True,
+                     lift_timeout=10)
 
 
 def bundled(n: int) -> tuple[Network, list[tuple[np.ndarray, int]]]:
@@ -59,37 +67,72 @@ def verivital(name: str, n: int) -> tuple[Network, list[tuple[np.ndarray, int]]]
 def attacks(network: Network, eps: float, seed: int) -> dict[str, Callable[[np.ndarray, int], np.ndarray | None]]:
     """Each method maps (image, label) to a candidate input (None: nothing proposed)."""
     chain = chain_of(network)
-
-    def dlv(x: np.ndarray, label: int) -> np.ndarray | None:
-        report = dlv_search(network, x, label, DLV)
-        return report.examples[0].example.input if report.examples else None
-
-    return {"DLV": dlv,
-            "FGSM": lambda x, label: fgsm(chain, x, label, eps, 0.0, 1.0),
+    return {"FGSM": lambda x, label: fgsm(chain, x, label, eps, 0.0, 1.0),
             "PGD": lambda x, label: pgd_linf(chain, x, label, eps, 0.0, 1.0, np.random.default_rng(seed),
                                              steps=40, restarts=4),
             "JSMA": lambda x, label: jsma(chain, x, label, 0.0, 1.0, max_pixels=40)}
 
 
-def run(name: str, network: Network, images: list[tuple[np.ndarray, int]], eps: float, seed: int) -> list[dict]:
-    rows = []
+def pgd_in_grid_region(network: Network, report: SearchReport, x: np.ndarray, label: int, seed: int):
+    """A confirmed PGD example inside the hull of DLV's first grid, or None."""
+    if not report.grids:
+        return None
+    lower, upper = (side[0] for side in cell_boxes(report.grids[0].manipulation, 1))
+    case = case_within(robustness_property(network, x, label, 0.0).cases[0], lower, upper)
+    for point in pgd(chain_of(network), case, np.random.default_rng(seed), restarts=16, steps=60):
+        found = confirm_misclassification(network, point, label, lower, upper)
+        if found is not None:
+            return found
+    return None
+
+
+def changed(x: np.ndarray, example) -> tuple[int, float]:
+    moved = example.input.reshape(-1).astype(np.float64) - x.reshape(-1)
+    return int(np.count_nonzero(moved)), float(np.linalg.norm(moved))
+
+
+def row(name: str, method: str, images: int, distances: list[tuple[int, float]], seconds: float) -> dict:
+    print(f"  {name} {method}: {len(distances)}/{images}", file=sys.stderr)
+    return {"network": name, "method": method, "images": images, "found": len(distances),
+            "mean_l0": float(np.mean([d[0] for d in distances])) if distances else None,
+            "mean_l2": float(np.mean([d[1] for d in distances])) if distances else None,
+            "seconds_per_image": seconds / max(1, images)}
+
+
+def run(name: str, network: Network, images: list[tuple[np.ndarray, int]], eps: float, seed: int
+        ) -> tuple[list[dict], list[dict]]:
+    """The table's rows, and per image: DLV's and PGD-in-DLV's-region's changed pixels (None: no example)."""
+    rows, per_image, dlv, dlv_seconds = [], [], [], 0.0
+    for i, (x, label) in enumerate(images):
+        start = time.perf_counter()
+        report = dlv_search(network, x, label, DLV)
+        dlv_seconds += time.perf_counter() - start
+        mine = changed(x, report.examples[0].example) if report.examples else None
+        theirs = pgd_in_grid_region(network, report, x, label, seed)
+        dlv += [mine] if mine else []
+        per_image.append({"network": name, "image": i, "dlv_l0": mine and mine[0],
+                          "pgd_in_region_l0": theirs and changed(x, theirs)[0]})
+    rows.append(row(name, "DLV", len(images), dlv, dlv_seconds))
     for method, attack in attacks(network, eps, seed).items():
-        found, l0, l2, seconds = 0, [], [], 0.0
+        distances, seconds = [], 0.0
         for x, label in images:
             start = time.perf_counter()
             candidate = attack(x, label)
             seconds += time.perf_counter() - start
             confirmed = None if candidate is None else confirm_misclassification(network, candidate, label, 0.0, 1.0)
-            if confirmed is not None:
-                moved = confirmed.input.reshape(-1).astype(np.float64) - x.reshape(-1)
-                found += 1
-                l0.append(int(np.count_nonzero(moved)))
-                l2.append(float(np.linalg.norm(moved)))
-        rows.append({"network": name, "method": method, "images": len(images), "found": found,
-                     "mean_l0": float(np.mean(l0)) if l0 else None, "mean_l2": float(np.mean(l2)) if l2 else None,
-                     "seconds_per_image": seconds / max(1, len(images))})
-        print(f"  {name} {method}: {found}/{len(images)}", file=sys.stderr)
-    return rows
+            distances += [changed(x, confirmed)] if confirmed is not None else []
+        rows.append(row(name, method, len(images), distances, seconds))
+    return rows, per_image
+
+
+def target(per_image: list[dict]) -> dict:
+    """Where PGD found an example in DLV's grid region: did DLV find one, with how many pixels."""
+    both = [r for r in per_image if r["pgd_in_region_l0"] is not None]
+    missed = [f"{r['network']}#{r['image']}" for r in both if r["dlv_l0"] is None]
+    found = [r for r in both if r["dlv_l0"] is not None]
+    return {"pgd_found_in_region": len(both), "dlv_found_there_too": len(found), "dlv_missed": missed,
+            "mean_l0_dlv": float(np.mean([r["dlv_l0"] for r in found])) if found else None,
+            "mean_l0_pgd": float(np.mean([r["pgd_in_region_l0"] for r in found])) if found else None}
 
 
 def main() -> None:
@@ -103,7 +146,10 @@ def main() -> None:
         cases += [(name, *verivital(name, args.images)) for name in ("Convnet_maxpool", "Convnet_avgpool")]
     else:
         print(f"skipping the verivital networks: {VERIVITAL} is absent", file=sys.stderr)
-    rows = [row for name, network, images in cases for row in run(name, network, images, args.eps, args.seed)]
+    results = [run(name, network, images, args.eps, args.seed) for name, network, images in cases]
+    rows = [r for table, _ in results for r in table]
+    per_image = [r for _, images in results for r in images]
+    check = target(per_image)
 
     def number(v: float | None, digits: int) -> str:
         return "-" if v is None else f"{v:.{digits}f}"
@@ -112,11 +158,15 @@ def main() -> None:
     for r in rows:
         print(f"| {r['network']} | {r['method']} | {r['images']} | {r['found']} | {number(r['mean_l0'], 1)} | "
               f"{number(r['mean_l2'], 2)} | {r['seconds_per_image']:.3f} |")
+    print(f"PGD found an example inside DLV's first grid region on {check['pgd_found_in_region']} images; DLV found "
+          f"one on {check['dlv_found_there_too']} of them (missed: {', '.join(check['dlv_missed']) or 'none'}); "
+          f"mean L0 there: DLV {check['mean_l0_dlv']}, PGD {check['mean_l0_pgd']}")
     out = ROOT / "results" / "dlv_experiment.json"
     out.parent.mkdir(exist_ok=True)
     settings = {k: v for k, v in DLV.__dict__.items()}
     out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(),
-                               "args": vars(args), "dlv_settings": settings, "rows": rows}, indent=1))
+                               "args": vars(args), "dlv_settings": settings, "rows": rows,
+                               "target": check, "per_image": per_image}, indent=1))
     print(f"written {out.relative_to(ROOT)}")
 
 
