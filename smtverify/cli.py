@@ -362,7 +362,8 @@ def _demo(args: argparse.Namespace) -> int:
     summary = run_demo(args.out)
     _emit(args, summary, _demo_text(summary))
     agree = all(r["same_class"] == r["images"] for r in summary["models"])
-    return 0 if agree and summary["find"]["verdict"] == "UNSAFE" and summary["prove"]["verdict"] == "SAFE_ON_GRID" else 1
+    proved = summary["prove"]["verdict"] in ("SAFE", "SAFE_ON_GRID")
+    return 0 if agree and summary["find"]["verdict"] == "UNSAFE" and proved else 1
 
 
 def _demo_text(s: dict[str, Any]) -> str:
@@ -382,6 +383,9 @@ def _demo_text(s: dict[str, Any]) -> str:
     lines.append(f"3. the round-1 features with span {ps['span']}, steps {ps['steps']}: {prove['verdict']}, "
                  f"all {prove['grid_points']:,} grid points evaluated in {prove['seconds']:.2f} s "
                  f"({prove['points_per_second']:,.0f} points/s)")
+    if prove["cells"]:
+        lines.append(f"   continuous region between the grid points: {prove['cells']['proven']} of "
+                     f"{prove['cells']['total']} cells proven by the certification engine")
     lines.append(f"4. L-infinity ball eps={cert['eps']} around the image: {cert['verdict']} "
                  f"in {cert['seconds']:.2f} s (continuous region, bounds and Z3)")
     lines += ["", f"files in {s['out']}/ (npz + png per example, retrain.npz, summary.json); "

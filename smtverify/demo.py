@@ -25,7 +25,8 @@ from .verify import Settings, Verifier, robustness_property
 
 MODEL, IMAGE = "mnist_cnn", 0
 FIND = SearchSettings(span=0.25, steps=2, features=8, heuristic="gradient", rounds=4, timeout=30)
-PROVE = SearchSettings(span=0.05, steps=2, features=8, heuristic="gradient", rounds=1, timeout=30)
+PROVE = SearchSettings(span=0.05, steps=2, features=8, heuristic="gradient", rounds=1, timeout=30, lift=True,
+                       lift_timeout=30)
 EPS = 0.02
 
 

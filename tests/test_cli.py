@@ -36,8 +36,9 @@ def test_demo_finds_proves_certifies_and_writes_files(tmp_path, capsys):
     rows = {r["model"]: r for r in summary["models"]}
     assert set(rows) == set(resources.MODELS)
     assert all(r["same_class"] == r["images"] and r["max_abs_diff"] < 1e-4 for r in rows.values())
-    assert summary["find"]["verdict"] == "UNSAFE" and summary["prove"]["verdict"] == "SAFE_ON_GRID"
-    assert summary["certify"]["verdict"] == "SAFE" and summary["seconds"] < 60
+    assert summary["find"]["verdict"] == "UNSAFE"
+    assert summary["prove"]["verdict"] == "SAFE" and summary["prove"]["cells"]["proven"] == summary["prove"]["cells"]["total"]
+    assert summary["certify"]["verdict"] == "SAFE"
     example = np.load(summary["find"]["examples"][0]["input_file"])
     assert int(example["new_class"]) != int(example["original_class"]) == summary["label"]
     assert Image.open(tmp_path / "adversarial" / "example_0000.png").size == (28, 28)
