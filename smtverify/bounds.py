@@ -211,14 +211,25 @@ class BoundPropagator:
     # ----- backward ------------------------------------------------------------------------
     def lower_bound_rows(self, bounds: ChainBounds, rows: np.ndarray) -> np.ndarray:
         """Sound lower bounds of rows @ y over each box: rows (R, n_out) -> (B, R)."""
+        return self.lower_bound_rows_at(bounds, rows)[0]
+
+    def lower_bound_rows_at(self, bounds: ChainBounds, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """lower_bound_rows, and per box and row the corner of the box that minimises the linear
+        bound (B, R, n_in): where the bound is tight, a good place to look for a counterexample."""
         B = bounds.box_lower.shape[0]
         Lam = np.broadcast_to(rows, (B,) + rows.shape).astype(np.float64)
-        value = self._backward(bounds, Lam, len(self.chain.steps)) - np.einsum("brm,bm->br", np.abs(Lam), bounds.slack[-1])
-        return np.maximum(value, _interval_rows(rows, bounds.lower[-1], bounds.upper[-1]))
+        value, coefficients = self._backward_with(bounds, Lam, len(self.chain.steps))
+        value = value - np.einsum("brm,bm->br", np.abs(Lam), bounds.slack[-1])
+        corners = np.where(coefficients > 0, bounds.box_lower[:, None, :], bounds.box_upper[:, None, :])
+        return np.maximum(value, _interval_rows(rows, bounds.lower[-1], bounds.upper[-1])), corners
 
     def _backward(self, bounds: ChainBounds, Lam: np.ndarray, end: int) -> np.ndarray:
         """Lower bound of Lam . (input of step `end`) over each box, by substitution back to the
         input through steps end-1 .. 0 with the relaxations already fixed. Lam (B, R, m)."""
+        return self._backward_with(bounds, Lam, end)[0]
+
+    def _backward_with(self, bounds: ChainBounds, Lam: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """_backward, and the input coefficients the substitution ends with."""
         const = np.zeros(Lam.shape[:2])
         for k in range(end - 1, -1, -1):
             step = self.chain.steps[k]
@@ -229,7 +240,7 @@ class BoundPropagator:
                 Lam, const = _backward_nonlinear(step, bounds.relaxations[k], Lam, const, bounds.lower[k].shape[1])
         lo, hi = bounds.box_lower, bounds.box_upper
         return (np.einsum("brn,bn->br", np.maximum(Lam, 0), lo) + np.einsum("brn,bn->br", np.minimum(Lam, 0), hi)
-                + const)
+                + const), Lam
 
     def _tighten_unstable(self, out: ChainBounds, k: int, lo: np.ndarray, hi: np.ndarray,
                           slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -203,8 +203,12 @@ class Verifier:
                        for side in (0, 1) for k in range(len(self.chain.steps))]
             within = (parents[:len(self.chain.steps)], parents[len(self.chain.steps):])
             bounds = self.bounds.forward(flat_lo, flat_hi, within=within)
-            margins = rows.margins(self.bounds.lower_bound_rows(bounds, rows.A)).reshape(B, D, 2)
+            row_lower, corners = self.bounds.lower_bound_rows_at(bounds, rows.A)
+            margins = rows.margins(row_lower).reshape(B, D, 2)
             progress.boxes_bounded += flat_lo.shape[0]
+            found = self._try_corners(case, row_lower, corners, progress)
+            if found is not None:
+                return Verdict.UNSAFE, found
             best = np.argmax(margins.min(axis=2), axis=1)                # split dimension per box
             chosen = margins[np.arange(B), best]                         # (B, 2)
             # Push the most promising boxes for a counterexample (most negative margin) last, so
@@ -225,6 +229,17 @@ class Verifier:
                 elif outcome is not True:
                     return Verdict.UNSAFE, outcome
         return Verdict.SAFE, None
+
+    def _try_corners(self, case: Case, row_lower: np.ndarray, corners: np.ndarray, progress: _Progress):
+        """Each open box's corner minimising its worst row's linear bound: one batch through the
+        chain, the unsafe ones confirmed (sat instances whose counterexamples sit in tiny regions
+        are found by the boxes closing in on them, long before attacks hit them)."""
+        worst = np.argmin(row_lower, axis=1)
+        open_boxes = np.flatnonzero(row_lower[np.arange(len(worst)), worst] <= 0)
+        if len(open_boxes) == 0:
+            return None
+        points = corners[open_boxes, worst[open_boxes]]
+        return self._confirm_unsafe(case, list(points), progress)
 
     def _attack_worst_boxes(self, case: Case, stack: list, progress: _Progress):
         """PGD inside the open boxes whose bounds are worst: where a counterexample most likely is."""
