@@ -107,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--candidates", type=int, default=16, help="--layer: at most this many misclassified hidden "
                         "points back-mapped to inputs (default 16)")
     search.add_argument("--all", action="store_true", help="collect every example, not only the first")
+    search.add_argument("--minimal", metavar="S1,S2,...", help="minimal manipulation: search the grid of the chosen "
+                        "pixels at each of these spans and report the smallest span, and the fewest changed "
+                        "pixels, for which it holds an adversarial example (pixel family, one grid a span)")
     search.add_argument("--prove-cells", action="store_true",
                         help="when every grid is safe, prove the continuous region each grid spans with the verifier "
                              "(its hull, else the cells between adjacent grid values): SAFE if all are proven")
@@ -295,10 +298,39 @@ def _search(args: argparse.Namespace) -> int:
                               lift=args.prove_cells, lift_timeout=args.lift_timeout, lift_cells=args.lift_cells,
                               layer=args.layer, hidden=args.layer and HiddenSettings(
                                   args.layer, args.hidden_features, args.steps, args.candidates))
+    if args.minimal:
+        return _minimal(args, network, x, settings, dims)
     with ExampleWriter(args.out, x, domain) as writer:
         report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write)
     record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
     _emit(args, record, _search_text(record))
+    return 0
+
+
+def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: list[int] | None) -> int:
+    from .export import ExampleWriter
+    from .features import select_features
+    from .search import minimal_search
+
+    if args.family != "pixel" or args.layer:
+        raise SmtVerifyError("--minimal searches input pixels only (no --family or --layer)", field="--minimal")
+    try:
+        spans = [float(v) for v in args.minimal.split(",")]
+    except ValueError:
+        raise SmtVerifyError(f"--minimal must be spans S1,S2,..., not '{args.minimal}'", field="--minimal") from None
+    if not all(v > 0 for v in spans):
+        raise SmtVerifyError("--minimal spans must be positive", field="--minimal")
+    if dims is None:
+        dims = [int(d) for d in select_features(network, x, settings.features, settings.heuristic, args.label)]
+    with ExampleWriter(args.out, x, settings.domain) as writer:
+        report = minimal_search(network, x, dims, spans, args.steps, args.label, settings, on_found=writer.write)
+    record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
+    text = [f"minimal manipulation of pixels {report.dims} (steps {report.steps}): smallest span with an "
+            f"adversarial example {report.min_span}, fewest changed pixels {report.min_pixels} "
+            f"(at span {report.min_pixels_span}); {report.search.points_evaluated:,} points in "
+            f"{report.search.seconds:.2f} s"]
+    text += [f"  span {r['span']}: {r['verdict']}, fewest changed pixels {r['min_pixels']}" for r in report.per_span]
+    _emit(args, record, "\n".join(text))
     return 0
 
 

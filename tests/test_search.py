@@ -198,3 +198,20 @@ def test_writer_keeps_examples_on_interrupt(tmp_path, digits):
     retrain = np.load(tmp_path / "retrain.npz")
     assert retrain["labels"].tolist() == [label] and (tmp_path / "example_0000.npz").is_file()
     assert np.load(tmp_path / "example_0000.npz")["input"].shape == x.shape
+
+
+def test_cli_minimal_agrees_with_the_api(digits, tmp_path, capsys):
+    network, x, label = digits
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    spans = [0.1, 0.2, 0.3, 0.5]
+    args = ["search", str(resources.model_path("digits_cnn")), "--input", str(path), "--label", str(label),
+            "--pixels", ",".join(map(str, DIMS)), "--span", "0.1", "--steps", "2", "--json", "--out", str(tmp_path / "out"),
+            "--minimal", ",".join(map(str, spans))]
+    assert main(args) == 0
+    record = json.loads(capsys.readouterr().out)
+    report = minimal_search(network, x, DIMS, spans, steps=2, label=label)
+    assert (record["min_span"], record["min_pixels"]) == (report.min_span, report.min_pixels)
+    assert record["min_span"] is not None
+    assert all(np.load(e["input_file"])["new_class"] != label for e in record["examples"])
+    assert main(args[:-1] + ["0.1,zero"]) == 2
