@@ -367,7 +367,7 @@ class Verifier:
             if inherited is None:
                 progress.leaves += 1
                 return True, None, None
-            closed, _, _ = self._lp_node(case, relaxation, inherited, deadline, progress)
+            closed, _ = self._lp_node(case, relaxation, inherited, deadline, progress)
             if closed is not None:
                 return closed, None, None
         lower, upper = case.box.lower[None], case.box.upper[None]
@@ -384,7 +384,7 @@ class Verifier:
             return True, None, None
         scores = None
         if relaxation is not None:
-            closed, scores, _ = self._lp_node(case, relaxation, bounds, deadline, progress)
+            closed, scores = self._lp_node(case, relaxation, bounds, deadline, progress)
             if closed is not None:
                 return closed, bounds, None
         unstable = _unstable(self.chain, bounds)
@@ -416,26 +416,26 @@ class Verifier:
     def _lp_node(self, case: Case, relaxation: "LpRelaxation", bounds: ChainBounds, deadline: float,
                  progress: _Progress):
         """LP bounds of every unsafe constraint of a case: (True if all are refuted | a confirmed
-        counterexample at an LP optimum | None, the worst constraint's branching scores, its bound)."""
+        counterexample at an LP optimum | None, the worst constraint's branching scores)."""
         relaxation.set_bounds(bounds)
         worst = None
         for constraint in case.unsafe:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                return None, None, None
+                return None, None
             found = relaxation.lower_bound(constraint.A, constraint.b, remaining)
             progress.lp_solves += 1
             if found.value > 0:
                 continue
             cex = self._confirm_unsafe(case, [found.x] if found.x is not None else [], progress)
             if cex is not None:
-                return cex, None, None
+                return cex, None
             if worst is None or found.value < worst.value:
                 worst = found
         if worst is None:
             progress.leaves += 1
-            return True, None, None
-        return None, worst.relu_scores, worst.value
+            return True, None
+        return None, worst.relu_scores
 
 def _layer_bounds(bounds: ChainBounds, index: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One box's bounds on the input of every step and on the output, to bound its parts within."""
