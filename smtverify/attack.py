@@ -166,6 +166,48 @@ def pgd(chain: Chain, case: Case, rng: np.random.Generator, restarts: int = 32, 
     return _best_first([_unsafe_rows(case, chain, best_x)])
 
 
+def closest(chain: Chain, case: Case, n: int, rng: np.random.Generator, keep: int) -> np.ndarray:
+    """n uniform points of the box; the `keep` nearest to the unsafe condition (smallest violation),
+    nearest first: seeds for local descent where the unsafe region is too small for random
+    restarts of PGD to reach (ACAS Xu 1_5/prop_2: 20 M uniform points hit it once)."""
+    lo, hi = case.box.lower, case.box.upper
+    chunk = _chunk_for(3 * _widest(chain), itemsize=8)
+    points, scores = np.zeros((0, len(lo))), np.zeros(0)
+    for start in range(0, n, chunk):
+        x = rng.uniform(lo, hi, (min(chunk, n - start), len(lo)))
+        points = np.vstack([points, x])
+        scores = np.concatenate([scores, violation(case, chain.forward(x))])
+        order = np.argsort(scores, kind="stable")[:keep]
+        points, scores = points[order], scores[order]
+    return points
+
+
+def _near_rows_direction(case: Case, near: float) -> Direction:
+    """Descend, per point, every row within `near` of holding of its nearest constraint at once:
+    a conjunction's rows then move together instead of taking turns as the worst one."""
+    def direction(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.stack([_worst_row(c, y)[0] for c in case.unsafe])
+        nearest = scores.argmin(axis=0)
+        c = np.zeros_like(y)
+        for g, constraint in enumerate(case.unsafe):
+            mine = nearest == g
+            if len(constraint.b) and mine.any():
+                rows = y[mine] @ constraint.A.T - constraint.b
+                c[mine] = (rows > -near).astype(np.float64) @ constraint.A
+        return scores.min(axis=0), c
+    return direction
+
+
+def descend_from(chain: Chain, case: Case, starts: np.ndarray, steps: int = 100, first_step: float = 0.01,
+                 near: float = 0.01) -> np.ndarray:
+    """Local sign-gradient descent from given starts (steps from first_step of the box width down
+    by 100x), on all nearly-holding rows together. Returns the unsafe points, most violating first."""
+    lo, hi = case.box.lower, case.box.upper
+    step_sizes = first_step * 0.01 ** np.linspace(0.0, 1.0, steps)
+    best_x, _ = _descend(chain, starts, lo, hi, hi - lo, step_sizes, _near_rows_direction(case, near))
+    return _best_first([_unsafe_rows(case, chain, best_x)])
+
+
 # ----- classic attacks on a classifier ---------------------------------------------------------------
 def _classifier_direction(label: int, loss: str) -> Direction:
     """Score: the label's logit minus the best other (< 0: misclassified). Direction: raise the

@@ -323,8 +323,8 @@ def _forward_maxpool(step: MaxPool, r: PoolRelaxation, Lw, Lc, Uw, Uc):
 
 def _backward_nonlinear(step, r, Lam: np.ndarray, const: np.ndarray, n_in: int):
     """Push Lam . y (to be lower-bounded) back through a relaxed step with n_in inputs."""
-    pos, neg = np.maximum(Lam, 0), np.minimum(Lam, 0)
     if isinstance(step, MaxPool):
+        pos, neg = np.maximum(Lam, 0), np.minimum(Lam, 0)
         exact = r.exact[:, None, :]
         coef = pos + np.where(exact, neg, 0.0)           # routed to the chosen input
         const = const + np.einsum("brm,bm->br", np.where(exact, 0.0, neg), r.upper)
@@ -333,6 +333,9 @@ def _backward_nonlinear(step, r, Lam: np.ndarray, const: np.ndarray, n_in: int):
         target = np.broadcast_to(r.chosen[:, None, :], coef.shape)
         np.add.at(new, (np.arange(B)[:, None, None], np.arange(R)[None, :, None], target), coef)
         return new, const
-    coef = pos * r.lower_slope[:, None, :] + neg * r.upper_slope[:, None, :]
-    const = const + np.einsum("brm,bm->br", pos, r.lower_offset) + np.einsum("brm,bm->br", neg, r.upper_offset)
+    negative = Lam < 0
+    coef = Lam * np.where(negative, r.upper_slope[:, None, :], r.lower_slope[:, None, :])
+    const = const + np.matmul(np.where(negative, Lam, 0.0), r.upper_offset[:, :, None])[..., 0]
+    if np.any(r.lower_offset):       # (a ReLU's lower side passes through 0)
+        const = const + np.matmul(np.where(negative, 0.0, Lam), r.lower_offset[:, :, None])[..., 0]
     return coef, const

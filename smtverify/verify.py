@@ -41,6 +41,9 @@ class Settings:
     leaf_timeout: float = 20.0
     lp_tighten_share: float = 0.3    # ReLU splitting: at most this share of the time tightens neuron bounds by LP
     input_split_lp_after: float = 0.05  # input splitting still open after this share of the time: LP-tighten the root
+    deep_random_points: int = 1_000_000  # ... and first search for counterexamples among this many points
+    deep_share: float = 0.05         # (at most about this share of the timeout)
+    deep_seeds: int = 512            # the points nearest to unsafe, each a start of local descent
     local_attack_every: int = 10     # input splitting: every this many rounds, attack the worst open boxes
     local_attack_boxes: int = 8
     max_leaves: int = 200_000
@@ -153,6 +156,13 @@ class Verifier:
             self._cost = max((time.perf_counter() - start) / 32, 1e-7)
         return self._cost
 
+    def _forward_cost(self) -> float:
+        """Measured seconds per point of a forward pass in a large batch (as random search runs)."""
+        x = self.rng.uniform(0, 1, (4096, self.chain.n_inputs))
+        start = time.perf_counter()
+        self.chain.forward(x)
+        return max((time.perf_counter() - start) / len(x), 1e-8)
+
     def _falsify(self, case: Case, progress: _Progress):
         """Random points then PGD, within a fixed share of the time budget; the first candidate
         onnxruntime confirms is the answer."""
@@ -168,6 +178,17 @@ class Verifier:
             if found is not None:
                 return found
         return None
+
+    def _falsify_deep(self, case: Case, progress: _Progress):
+        """For a low-dimensional box that resisted the first rounds of splitting: many uniform
+        points, and local descent from the nearest to unsafe. Sat instances whose unsafe region is
+        a sliver (ACAS Xu 1_5/prop_2 and 5_3/prop_2) are found this way in seconds, where PGD's
+        random restarts and the boxes closing in on the sliver did not in the whole timeout."""
+        s = self.settings
+        points = int(np.clip(s.deep_share * s.timeout / self._forward_cost(), s.deep_seeds, s.deep_random_points))
+        progress.extra["deep_random_points"] = points
+        seeds = attack.closest(self.chain, case, points, self.rng, s.deep_seeds)
+        return self._confirm_any(case, attack.descend_from(self.chain, case, seeds), progress)
 
     def _confirm_any(self, case: Case, points: np.ndarray, progress: _Progress, limit: int = 8):
         for x in points[:limit]:
@@ -190,6 +211,9 @@ class Verifier:
         verdict, found = self._input_split(case, rows, root, first, progress)
         if verdict is not Verdict.TIMEOUT or time.perf_counter() > deadline:
             return verdict, found
+        found = self._falsify_deep(case, progress)
+        if found is not None:
+            return Verdict.UNSAFE, found
         relaxation = LpRelaxation(self.chain, case.box.lower, case.box.upper)
         progress.extra["lp"] = True
         share = start + self.settings.lp_tighten_share * (deadline - start)

@@ -9,7 +9,7 @@ import pytest
 from onnx import helper
 
 from smtverify import load_onnx
-from smtverify.attack import fgsm, gradient, jsma, pgd, pgd_linf, random_search
+from smtverify.attack import closest, descend_from, fgsm, gradient, jsma, pgd, pgd_linf, random_search
 from smtverify.confirm import (Counterexample, confirm, confirm_misclassification, holds_exactly,
                                inward_float32, write_vnncomp_result)
 from smtverify.pwl import MaxPool, to_chain
@@ -146,6 +146,20 @@ def test_nothing_confirms_on_the_unsat_net():
     assert len(random_search(chain, case, 2000, rng)) == 0 and len(pgd(chain, case, rng, restarts=8, steps=30)) == 0
     points = rng.uniform(case.box.lower, case.box.upper, (5, network.n_inputs))
     assert all(confirm(network, prop, x) is None for x in points)
+
+
+@needs_shared
+def test_descent_from_the_nearest_points_finds_a_sliver_pgd_misses():
+    """ACAS Xu 5_3/prop_2 is sat, but its unsafe region is a sliver: PGD's random restarts miss it,
+    local descent from the nearest of many uniform points reaches it."""
+    network = load_onnx(SHARED / "acasxu/onnx/ACASXU_run2a_5_3_batch_2000.onnx")
+    prop = read_vnnlib(SHARED / "acasxu/vnnlib/prop_2.vnnlib", network.n_inputs, network.n_outputs)
+    chain, case, rng = to_chain(network), prop.cases[0], np.random.default_rng(0)
+    assert len(pgd(chain, case, rng, restarts=256, steps=60)) == 0
+    seeds = closest(chain, case, 300_000, rng, keep=512)
+    assert seeds.shape == (512, 5) and np.all((seeds >= case.box.lower) & (seeds <= case.box.upper))
+    found = [confirm(network, prop, x) for x in descend_from(chain, case, seeds)[:4]]
+    assert any(isinstance(f, Counterexample) for f in found)
 
 
 # ----- the result file ---------------------------------------------------------------------------------
