@@ -1,7 +1,8 @@
 """Benchmark of the certification engine on the competition's ACAS Xu and MNIST-FC instances.
 
 Runs smtverify on every instance (or a sample), and, where `maraboupy` is installed, Marabou 2.0
-on the same instances in the same run, each in its own process with the competition timeout.
+on the same instances at the same time (one instance of each tool runs at once: one core each on a
+two-core machine), each in its own process with the competition timeout.
 Prints a table (solved sat / unsat, wrong, unknown, total and median seconds) and writes a JSON
 record. A wrong answer is printed loudly and makes the exit status non-zero.
 
@@ -11,6 +12,8 @@ record. A wrong answer is printed loudly and makes the exit status non-zero.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import csv
 import json
 import os
 import statistics
@@ -60,6 +63,20 @@ def run_marabou(instance: Instance, timeout: float) -> tuple[str, float]:
     return {"sat": "sat", "unsat": "unsat"}.get(verdict, verdict if verdict in ("timeout", "error") else "unknown"), seconds
 
 
+def run_marabou_all(instances: list[Instance], timeout_scale: float, csv_path: Path) -> list[tuple[str, float]]:
+    """Marabou on every instance in turn, each row appended to csv_path as soon as it is known."""
+    found = []
+    with open(csv_path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["onnx", "vnnlib", "expected", "verdict", "seconds"])
+        for instance in instances:
+            verdict, seconds = run_marabou(instance, instance.timeout * timeout_scale)
+            out.writerow([instance.onnx.name, instance.vnnlib.name, instance.expected, verdict, f"{seconds:.3f}"])
+            handle.flush()
+            found.append((verdict, seconds))
+    return found
+
+
 def summarise(name: str, verdicts: list[str], seconds: list[float], expected: list[str | None]) -> dict:
     wrong = [i for i, (v, e) in enumerate(zip(verdicts, expected)) if v in ("sat", "unsat") and e in ("sat", "unsat") and v != e]
     return {"tool": name, "instances": len(verdicts), "sat": verdicts.count("sat"), "unsat": verdicts.count("unsat"),
@@ -93,12 +110,16 @@ def main() -> int:
                   f"{outcome.verdict} (expected {outcome.instance.expected}) {outcome.seconds:.2f}s{flag}",
                   file=sys.stderr, flush=True)
 
+        marabou = None
+        if args.marabou:    # on the other core, at the same time, each instance's answer written as it comes
+            marabou = concurrent.futures.ThreadPoolExecutor(1).submit(
+                run_marabou_all, instances, args.timeout_scale, Path(args.out).with_suffix(f".{suite}.marabou.csv"))
         ours = list(run(instances, args.timeout_scale, Path(args.out).with_suffix(f".{suite}.csv"), report=report))
         tables = [summarise("smtverify", [o.verdict for o in ours], [o.seconds for o in ours], expected)]
         rows = [{"onnx": i.onnx.name, "vnnlib": i.vnnlib.name, "expected": i.expected, "smtverify": o.verdict,
                  "smtverify_s": round(o.seconds, 3)} for i, o in zip(instances, ours)]
-        if args.marabou:
-            theirs = [run_marabou(i, i.timeout * args.timeout_scale) for i in instances]
+        if marabou is not None:
+            theirs = marabou.result()
             for row, (v, s) in zip(rows, theirs):
                 row.update(marabou=v, marabou_s=round(s, 3))
             tables.append(summarise("marabou", [v for v, _ in theirs], [s for _, s in theirs], expected))
