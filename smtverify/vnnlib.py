@@ -12,6 +12,7 @@ a silently misread property would make every verdict built on it wrong.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -394,7 +395,22 @@ def _frozen(values: list) -> np.ndarray:
     return array
 
 
-def _constraint(rows: list[_Row], n_outputs: int) -> OutputConstraint:
+def _exact_coefficients(row: _Row, reader: _Reader) -> _Row:
+    """The row scaled by a positive rational so that every coefficient is a float exactly (0.1 y0
+    <= 0.3 becomes y0 <= 3): bounds and checks then use the written row, not a rounded one. Rows
+    already exact are kept as written."""
+    if all(Fraction(float(a)) == a for a in row.coeffs.values()):
+        return row
+    scale = math.lcm(*(a.denominator for a in row.coeffs.values()))
+    coeffs = {j: a * scale for j, a in row.coeffs.items()}
+    if any(abs(a) > 2 ** 53 for a in coeffs.values()):
+        reader.fail("an output constraint's coefficients cannot all be made exact floats "
+                    f"(scaled by {scale} they exceed 2^53)")
+    return _Row(coeffs, row.rhs * scale, row.strict)
+
+
+def _constraint(rows: list[_Row], n_outputs: int, reader: _Reader) -> OutputConstraint:
+    rows = [_exact_coefficients(row, reader) for row in rows]
     A = np.zeros((len(rows), n_outputs))
     for r, row in enumerate(rows):
         for j, a in row.coeffs.items():
@@ -427,7 +443,7 @@ def _cases(common: list[_Atom], disjuncts: _Dnf, n_inputs: int, n_outputs: int,
             shared_box = shared_box or shared.box(reader)
             box = shared_box
         rows = shared_rows + [a for a in disjunct if isinstance(a, _Row)]
-        constraint = _constraint(rows, n_outputs)
+        constraint = _constraint(rows, n_outputs, reader)
         same = groups.setdefault(box.lower.tobytes() + box.upper.tobytes(), [])
         match = next((c for c in same if c[0].lower_exact == box.lower_exact
                       and c[0].upper_exact == box.upper_exact), None)

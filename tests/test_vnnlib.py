@@ -223,6 +223,15 @@ def test_linear_terms(tmp_path):
         assert_rows(constraint, A, b, strict)
 
 
+def test_inexact_coefficients_are_scaled_to_exact_ones(tmp_path):
+    """0.1 is no float: the row 0.1 y0 - 0.3 y1 <= 0.3 is kept as y0 - 3 y1 <= 3, exactly. With the
+    rounded coefficients, y = (3, 0) would wrongly fail it (float 0.1 * 3 > 0.3)."""
+    body = BOX + "(assert (<= (- (* 0.1 Y_0) (* 0.3 Y_1)) 0.3))\n(assert (>= (* 0.5 Y_1) -1))\n"
+    (constraint,) = only_case(read_vnnlib(write(tmp_path, body))).unsafe
+    assert_rows(constraint, [[1, -3], [0, -0.5]], [3, 1], [False, False])
+    assert constraint.holds(np.array([3.0, 0.0])) and not constraint.holds(np.array([3.0 + 1e-12, 0.0]))
+
+
 def test_input_bounds_from_linear_terms_are_exact(tmp_path):
     body = ("(assert (<= (* 3 X_0) 1))\n(assert (>= (- X_0) -1))\n(assert (>= X_0 -0.1))\n"
             "(assert (>= X_0 -0.2))\n(assert (= X_1 1.25e-1))\n(assert (<= Y_0 Y_1))\n")
