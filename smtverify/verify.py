@@ -91,6 +91,7 @@ class _Progress:
     lp_solves: int = 0
     unconfirmed: int = 0
     min_margin: float = np.inf
+    proven_share: float | None = None   # input splitting: share of the case's input box proven safe
     extra: dict = field(default_factory=dict)
 
 
@@ -117,19 +118,26 @@ class Verifier:
             return Result(Verdict.UNKNOWN, "none", seconds=time.perf_counter() - start,
                           reason="the network ends in Softmax and the property is not a comparison of two "
                                  "outputs; only such comparisons are decided on the logits")
-        verdict, counterexample = Verdict.SAFE, None
-        for case in prop.cases:
+        verdict, counterexample, reason = Verdict.SAFE, None, ""
+        for number, case in enumerate(prop.cases, 1):
             verdict, counterexample = self._decide_case(case, deadline, progress)
             if verdict is not Verdict.SAFE:
+                if progress.proven_share is not None and verdict in (Verdict.TIMEOUT, Verdict.UNKNOWN):
+                    reason = (f"input splitting had proven {progress.proven_share:.1%} of the input box of case "
+                              f"{number} of {len(prop.cases)} safe when it stopped")
                 break
         stats = {"leaves": progress.leaves, "boxes_bounded": progress.boxes_bounded, "z3_calls": progress.z3_calls,
-                 "z3_unsat": progress.z3_unsat, "lp_solves": progress.lp_solves, "unconfirmed_candidates": progress.unconfirmed, **progress.extra}
+                 "z3_unsat": progress.z3_unsat, "lp_solves": progress.lp_solves, "unconfirmed_candidates": progress.unconfirmed,
+                 **progress.extra}
+        if progress.proven_share is not None:
+            stats["proven_share"] = round(progress.proven_share, 6)
         guarantee = {Verdict.SAFE: SAFE_GUARANTEE, Verdict.UNSAFE: UNSAFE_GUARANTEE}.get(verdict, "none")
         margin = float(progress.min_margin) if verdict is Verdict.SAFE and np.isfinite(progress.min_margin) else None
-        return Result(verdict, guarantee, counterexample, time.perf_counter() - start, margin, stats)
+        return Result(verdict, guarantee, counterexample, time.perf_counter() - start, margin, stats, reason)
 
     # ----- one case ------------------------------------------------------------------------
     def _decide_case(self, case: Case, deadline: float, progress: _Progress):
+        progress.proven_share = None
         found = self._falsify(case, progress)
         if found is not None:
             return Verdict.UNSAFE, found
@@ -224,14 +232,18 @@ class Verifier:
         if margin > 0:
             progress.leaves += 1
             progress.min_margin = min(progress.min_margin, margin)
+            progress.proven_share = 1.0
             return Verdict.SAFE, None
         return self._input_split(case, rows, root, deadline, progress)
 
     def _input_split(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
         """Depth-first branch and bound on the input box. Each box is split along the dimension
-        whose worse half is bounded best (all halves bounded in one batch)."""
+        whose worse half is bounded best (all halves bounded in one batch; see _split_dimension).
+        Keeps the share of the box's volume proven so far, for a timeout to report."""
         stack = [(case.box.lower.copy(), case.box.upper.copy(), -np.inf, _layer_bounds(root, 0))]
         free = np.flatnonzero(case.box.upper > case.box.lower)
+        root_width = (case.box.upper - case.box.lower)[free]
+        progress.proven_share = 0.0
         rounds = 0
         while stack:
             rounds += 1
@@ -258,7 +270,8 @@ class Verifier:
             found = self._try_corners(case, row_lower, corners, progress)
             if found is not None:
                 return Verdict.UNSAFE, found
-            best = np.argmax(margins.min(axis=2), axis=1)                # split dimension per box
+            parent = np.array([b[2] for b in batch])
+            best = _split_dimension(margins, parent, (hi - lo)[:, free] / root_width)
             chosen = margins[np.arange(B), best]                         # (B, 2)
             # Push the most promising boxes for a counterexample (most negative margin) last, so
             # depth-first search visits them first; every box is closed either way.
@@ -267,15 +280,19 @@ class Verifier:
                     return Verdict.TIMEOUT, None
                 m = margins[i, best[i], half]
                 clo, chi = child_lo[i, best[i], half], child_hi[i, best[i], half]
+                share = float(np.prod((chi - clo)[free] / root_width))
                 if m > 0:
                     progress.leaves += 1
                     progress.min_margin = min(progress.min_margin, m)
+                    progress.proven_share += share
                     continue
                 index = (i * D + best[i]) * 2 + half
                 outcome = self._leaf(case, rows, bounds, index, clo, chi, progress, deadline)
-                if outcome is None:
+                if outcome is True:
+                    progress.proven_share += share
+                elif outcome is None:
                     stack.append((clo, chi, m, _layer_bounds(bounds, index)))
-                elif outcome is not True:
+                else:
                     return Verdict.UNSAFE, outcome
         return Verdict.SAFE, None
 
@@ -519,6 +536,18 @@ def _order_only(constraint) -> bool:
     """Rows y_i - y_j <= 0 (scaled): Softmax keeps their truth, so the logits decide them."""
     rows = constraint.A
     return bool(np.all(constraint.b == 0) and np.all(rows.sum(axis=1) == 0) and np.all((rows != 0).sum(axis=1) == 2))
+
+
+def _split_dimension(margins: np.ndarray, parent: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Per box, the dimension to split: the one whose worse half is bounded best, unless even
+    that gains less than 0.1% of the box's own bound; then the widest (relative to the root box).
+    Choosing by the bound alone, a box whose bound is held by its wide dimensions was cut along a
+    narrow one that gained 1e-8 a cut, 27 times over (ACAS Xu 3_3/prop_2)."""
+    worse_half = margins.min(axis=2)                                   # (B, D)
+    best = np.argmax(worse_half, axis=1)
+    gain = worse_half[np.arange(len(best)), best] - parent              # inf at the root
+    stuck = np.isfinite(parent) & (gain <= 1e-3 * np.abs(parent))
+    return np.where(stuck, np.argmax(widths, axis=1), best)
 
 
 def _halves(lo: np.ndarray, hi: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

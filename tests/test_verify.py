@@ -56,6 +56,27 @@ def test_acasxu_sample(net, prop_id, expected):
     assert result.verdict.vnncomp == expected
     if expected == "sat":
         assert_real_counterexample(network, prop, result)
+    elif "proven_share" in result.stats:          # the closed boxes' volumes add up to the whole box
+        assert result.stats["proven_share"] == pytest.approx(1.0)
+
+
+@needs_shared
+def test_a_timeout_says_how_much_of_the_box_input_splitting_proved():
+    network, prop, result = decide(SHARED / "acasxu/onnx/ACASXU_run2a_3_3_batch_2000.onnx",
+                                   SHARED / "acasxu/vnnlib/prop_2.vnnlib", timeout=4.0)
+    assert result.verdict is Verdict.TIMEOUT
+    assert 0.0 < result.stats["proven_share"] < 1.0
+    assert f"{result.stats['proven_share']:.1%} of the input box of case 1 of 1" in result.reason
+
+
+def test_split_dimension_leaves_a_cut_that_gains_nothing_for_the_widest_dimension():
+    from smtverify.verify import _split_dimension
+
+    parent = np.array([-0.033, -0.5])
+    margins = np.array([[[-0.033 + 1e-8, -0.01], [-0.0331, -0.02], [-0.04, 0.1]],      # box 0: no cut gains
+                        [[-0.4, -0.3], [-0.1, 0.2], [-0.45, -0.2]]])                  # box 1: dim 1 gains
+    widths = np.array([[2 ** -27, 2 ** -7, 2 ** -2], [1.0, 1.0, 1.0]])
+    assert list(_split_dimension(margins, parent, widths)) == [2, 1]
 
 
 def test_certify_bundled_mlp_safe_and_unsafe():
