@@ -538,16 +538,20 @@ def _order_only(constraint) -> bool:
     return bool(np.all(constraint.b == 0) and np.all(rows.sum(axis=1) == 0) and np.all((rows != 0).sum(axis=1) == 2))
 
 
-def _split_dimension(margins: np.ndarray, parent: np.ndarray, widths: np.ndarray) -> np.ndarray:
+def _split_dimension(margins: np.ndarray, parent: np.ndarray, widths: np.ndarray,
+                     max_aspect: float = 256.0) -> np.ndarray:
     """Per box, the dimension to split: the one whose worse half is bounded best, unless even
-    that gains less than 0.1% of the box's own bound; then the widest (relative to the root box).
-    Choosing by the bound alone, a box whose bound is held by its wide dimensions was cut along a
-    narrow one that gained 1e-8 a cut, 27 times over (ACAS Xu 3_3/prop_2)."""
+    that gains less than 0.1% of the box's own bound, or some dimension is max_aspect times
+    wider (relative to the root box); then the widest.
+    Choosing by the bound alone, a box whose bound is held by its wide dimensions was cut along
+    narrow ones that each gained a little, forever: ACAS Xu 3_3/prop_2 cut X_2 27 times for 1e-8
+    each, and 3_3/prop_9 cut X_0 and X_1 to 1e-6 of their width and never X_3."""
     worse_half = margins.min(axis=2)                                   # (B, D)
     best = np.argmax(worse_half, axis=1)
     gain = worse_half[np.arange(len(best)), best] - parent              # inf at the root
     stuck = np.isfinite(parent) & (gain <= 1e-3 * np.abs(parent))
-    return np.where(stuck, np.argmax(widths, axis=1), best)
+    lopsided = widths.max(axis=1) > max_aspect * widths.min(axis=1)
+    return np.where(stuck | lopsided, np.argmax(widths, axis=1), best)
 
 
 def _halves(lo: np.ndarray, hi: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -77,6 +77,9 @@ def test_split_dimension_leaves_a_cut_that_gains_nothing_for_the_widest_dimensio
                         [[-0.4, -0.3], [-0.1, 0.2], [-0.45, -0.2]]])                  # box 1: dim 1 gains
     widths = np.array([[2 ** -27, 2 ** -7, 2 ** -2], [1.0, 1.0, 1.0]])
     assert list(_split_dimension(margins, parent, widths)) == [2, 1]
+    lopsided = np.array([[2 ** -20, 2 ** -20, 1.0], [1.0, 1.0, 1.0]])   # box 0: dim 2 never cut yet
+    gaining = np.array([[[-0.01, -0.01], [-0.02, -0.02], [-0.03, -0.02]], margins[1]])
+    assert list(_split_dimension(gaining, parent, lopsided)) == [2, 1]
 
 
 def test_certify_bundled_mlp_safe_and_unsafe():
