@@ -95,6 +95,10 @@ class LpRelaxation:
         # Primal simplex: a new objective keeps the basis primal feasible. Measured on MNIST-FC 256x4,
         # nine objectives in turn: 25-53 ms a solve against 580-1160 ms for HiGHS's default (dual).
         self.solver.setOptionValue("simplex_strategy", 4)
+        # HiGHS's primal simplex can cycle on degenerate models (seen: an ACAS Xu box 1e-3 wide in
+        # one input), and then never reaches its time limit; an iteration limit stops it, and the
+        # dual simplex solves the model again from scratch (see _solve).
+        self.solver.setOptionValue("simplex_iteration_limit", max(10_000, 10 * (self.n_cols + self.static.shape[0])))
         self._status = highspy.HighsModelStatus
         self._pass_model(highspy)
 
@@ -139,7 +143,9 @@ class LpRelaxation:
 
     # ----- per node --------------------------------------------------------------------------
     def set_bounds(self, bounds: ChainBounds, index: int = 0) -> None:
-        """Column bounds and triangle rows from one box's sound neuron bounds (row `index`)."""
+        """Column bounds and triangle rows from one box's sound neuron bounds (row `index`); the
+        box may be any part of the one the model was built for (input splitting)."""
+        self.box = (bounds.box_lower[index], bounds.box_upper[index])
         lower = [self.box[0]] + [bounds.lower[k + 1][index] for k in range(len(self.chain.steps))]
         upper = [self.box[1]] + [bounds.upper[k + 1][index] for k in range(len(self.chain.steps))]
         self.col_lower, self.col_upper = np.concatenate(lower), np.concatenate(upper)
@@ -211,8 +217,16 @@ class LpRelaxation:
 
     def _solve(self, cost: np.ndarray):
         self.solver.changeColsCost(self.n_cols, np.arange(self.n_cols, dtype=np.int32), cost)
-        self.solver.run()
+        self._run()
         return self.solver.getSolution()
+
+    def _run(self) -> None:
+        self.solver.run()
+        if self.solver.getModelStatus() == self._status.kIterationLimit:
+            self.solver.clearSolver()
+            self.solver.setOptionValue("simplex_strategy", 1)
+            self.solver.run()
+            self.solver.setOptionValue("simplex_strategy", 4)
 
     def _infeasible(self) -> bool:
         return self.solver.getModelStatus() == self._status.kInfeasible
@@ -246,7 +260,7 @@ class LpRelaxation:
             nz = np.flatnonzero(a)
             self.solver.addRow(-INF, float(rhs), len(nz) + 1, np.append(columns[nz], t).astype(np.int32),
                                np.append(a[nz], -1.0))
-        self.solver.run()
+        self._run()
         solution = self.solver.getSolution()
         mu = np.maximum(-np.asarray(solution.row_dual)[n_rows:], 0.0)
         self.solver.deleteRows(len(b), np.arange(n_rows, n_rows + len(b), dtype=np.int32))
@@ -283,7 +297,7 @@ def tightened(relaxation: LpRelaxation, propagator: BoundPropagator, bounds: Cha
     ones are exact already), each layer's intersected into a new back-substitution of the layers
     after it. Yields the bounds after each layer and the inputs at its LP optima (candidate
     counterexamples), until the deadline."""
-    box_lo, box_hi = relaxation.box[0][None], relaxation.box[1][None]
+    box_lo, box_hi = bounds.box_lower[:1], bounds.box_upper[:1]
     relus = [k for k, step in enumerate(relaxation.chain.steps) if isinstance(step, Activation)]
     for k in relus[1:]:
         lo, hi = bounds.lower[k][0], bounds.upper[k][0]

@@ -2,15 +2,18 @@
 on HiGHS's duals being right, are at least as tight as back-substitution, and close empty nodes."""
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from onnx import helper
 
 from smtverify import load_onnx
 from smtverify.bounds import BoundPropagator
-from smtverify.lp import LpRelaxation, supports
+from smtverify.lp import LpRelaxation, supports, tightened
 from smtverify.pwl import to_chain
-from tests.conftest import make_model, save
+from tests.conftest import SHARED, make_model, needs_shared, save
 
 SIZES = [4, 16, 16, 3]
 
@@ -111,3 +114,28 @@ def test_contradictory_node_is_closed(tmp_path):
     bounds.upper[value][0, j] = bounds.lower[value][0, j] + 1.0
     relaxation.set_bounds(bounds)
     assert relaxation.lower_bound(np.array([[1.0, -1.0, 0.0]]), np.array([0.0])).value == np.inf
+
+
+@needs_shared
+def test_tightening_ends_on_a_box_where_primal_simplex_cycles():
+    """ACAS Xu 3_3 over a box 1e-3 wide in one input: HiGHS's primal simplex cycled on one neuron's
+    LP until the time limit (the whole budget); the iteration limit and the dual simplex end it,
+    and the bounds still hold for sampled points."""
+    network = load_onnx(SHARED / "acasxu" / "onnx" / "ACASXU_run2a_3_3_batch_2000.onnx")
+    lower = np.array([0.6199644422499999, -0.0341796875, 0.34375, 0.44999999999999996, -0.45624999999999993])
+    upper = np.array([0.6399288845, -0.033203125, 0.3515625, 0.475, -0.45312499999999994])
+    chain = to_chain(network)
+    propagator = BoundPropagator(chain)
+    relaxation = LpRelaxation(chain, lower, upper)
+    result = []
+    worker = threading.Thread(target=lambda: result.extend(
+        tightened(relaxation, propagator, propagator.forward(lower[None], upper[None]), time.perf_counter() + 3600)),
+        daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive() and result
+    final = result[-1][0]
+    samples = sampled_outputs(chain, lower, upper)
+    for value, outputs in enumerate(samples):
+        assert np.all(final.lower[value][0] <= outputs.min(axis=0) + 1e-9)
+        assert np.all(final.upper[value][0] >= outputs.max(axis=0) - 1e-9)
