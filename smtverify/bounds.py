@@ -15,7 +15,7 @@ values of the network as stored, not only their float64 approximation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import sparse
@@ -98,6 +98,7 @@ class ChainBounds:
     relaxations: dict[int, object]   # per nonlinear step index: how it was relaxed
     box_lower: np.ndarray
     box_upper: np.ndarray
+    flat: dict[int, Relaxation] = field(default_factory=dict)   # per ReLU step: the same, lower side 0 (output rows)
 
     def unstable_relus(self, chain: Chain) -> np.ndarray:
         """Number of ReLUs per box whose input straddles 0."""
@@ -111,11 +112,17 @@ class ChainBounds:
 class BoundPropagator:
     """Computes ChainBounds for batches of boxes over one chain (weights split once)."""
 
-    def __init__(self, chain: Chain, symbolic: bool = True, backsub: bool = True, max_backsub: int = 4096) -> None:
+    def __init__(self, chain: Chain, symbolic: bool = True, backsub: bool = True, max_backsub: int = 4096,
+                 flat_too: bool = True) -> None:
         self.chain = chain
         self.symbolic = symbolic
         self.backsub = backsub            # back-substitute still-unstable neurons before relaxing them
         self.max_backsub = max_backsub
+        # The output rows are back-substituted a second time with every unstable ReLU's lower side
+        # 0, and each keeps the better bound: CROWN's per-neuron choice by area can lose much more.
+        # Measured on ACAS Xu: 4_9/prop_3 8.5 s -> 0.3 s, 1_1/prop_5 timeout -> 56 s. (Doing the
+        # same for the hidden neurons' bounds cost twice the time and lost more than it won.)
+        self.flat_too = flat_too
         self._weights: dict[int, SignedWeights] = {}
 
     # ----- forward -------------------------------------------------------------------------
@@ -170,6 +177,8 @@ class BoundPropagator:
                 slack = slack + 2 * SAFETY * UNIT_ROUNDOFF * magnitude
                 relaxation, lo_o, hi_o = self._relax(step, lo, hi)
                 out.relaxations[k] = relaxation
+                if self.flat_too and isinstance(step, Activation) and step.kind == "Relu":
+                    out.flat[k] = replace(relaxation, lower_slope=np.where(lo >= 0, 1.0, 0.0))
                 if self.symbolic:
                     Lw, Lc, Uw, Uc = self._through(step, relaxation, Lw, Lc, Uw, Uc)
                 lo, hi = lo_o, hi_o
@@ -219,6 +228,11 @@ class BoundPropagator:
         B = bounds.box_lower.shape[0]
         Lam = np.broadcast_to(rows, (B,) + rows.shape).astype(np.float64)
         value, coefficients = self._backward_with(bounds, Lam, len(self.chain.steps))
+        if bounds.flat:
+            flat_value, flat_coefficients = self._backward_with(bounds, Lam, len(self.chain.steps), flat=True)
+            better = flat_value > value
+            value = np.where(better, flat_value, value)
+            coefficients = np.where(better[..., None], flat_coefficients, coefficients)
         value = value - np.einsum("brm,bm->br", np.abs(Lam), bounds.slack[-1])
         corners = np.where(coefficients > 0, bounds.box_lower[:, None, :], bounds.box_upper[:, None, :])
         return np.maximum(value, _interval_rows(rows, bounds.lower[-1], bounds.upper[-1])), corners
@@ -228,8 +242,9 @@ class BoundPropagator:
         input through steps end-1 .. 0 with the relaxations already fixed. Lam (B, R, m)."""
         return self._backward_with(bounds, Lam, end)[0]
 
-    def _backward_with(self, bounds: ChainBounds, Lam: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
-        """_backward, and the input coefficients the substitution ends with."""
+    def _backward_with(self, bounds: ChainBounds, Lam: np.ndarray, end: int, flat: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """One substitution (the ReLUs' flat lower sides if asked), and the input coefficients it ends with."""
         const = np.zeros(Lam.shape[:2])
         for k in range(end - 1, -1, -1):
             step = self.chain.steps[k]
@@ -237,7 +252,8 @@ class BoundPropagator:
                 const = const + Lam @ step.b
                 Lam = _right(Lam, step.W)
             else:
-                Lam, const = _backward_nonlinear(step, bounds.relaxations[k], Lam, const, bounds.lower[k].shape[1])
+                relaxation = bounds.flat.get(k, bounds.relaxations[k]) if flat else bounds.relaxations[k]
+                Lam, const = _backward_nonlinear(step, relaxation, Lam, const, bounds.lower[k].shape[1])
         lo, hi = bounds.box_lower, bounds.box_upper
         return (np.einsum("brn,bn->br", np.maximum(Lam, 0), lo) + np.einsum("brn,bn->br", np.minimum(Lam, 0), hi)
                 + const), Lam

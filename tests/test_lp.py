@@ -66,6 +66,23 @@ def test_certified_bound_holds_for_every_sample_and_beats_back_substitution(tmp_
     assert found.x is not None and np.all((found.x >= lower) & (found.x <= upper))
 
 
+def test_flat_lower_sides_only_tighten_the_output_rows_and_stay_sound(tmp_path):
+    """Each output row keeps the better of CROWN's lower sides and all-flat ones: never looser
+    than CROWN's alone, never above a sampled value, and strictly tighter somewhere."""
+    rows = np.array([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 1.0, -1.0], [0.0, -1.0, 1.0], [1.0, 0.0, -1.0]])
+    gained = 0.0
+    for seed in range(6):
+        network, lower, upper = network_and_box(tmp_path, seed)
+        chain = to_chain(network)
+        both, crown = BoundPropagator(chain), BoundPropagator(chain, flat_too=False)
+        better = both.lower_bound_rows(both.forward(lower[None], upper[None]), rows)[0]
+        alone = crown.lower_bound_rows(crown.forward(lower[None], upper[None]), rows)[0]
+        y = sampled_outputs(chain, lower, upper)[-1]
+        assert np.all(better >= alone) and np.all(better <= (y @ rows.T).min(axis=0))
+        gained = max(gained, float(np.max(better - alone)))
+    assert gained > 0
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_several_rows_bound_their_maximum(tmp_path, seed):
     network, lower, upper = network_and_box(tmp_path, seed)
