@@ -2,6 +2,7 @@
 small random networks the verdict agrees with dense sampling and an independent exact Z3 encoding."""
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -14,7 +15,8 @@ from smtverify.bench import read_instances
 from smtverify.cli import main
 from smtverify.reference import OnnxRuntimeExecutor
 from smtverify.verdict import Verdict
-from smtverify.verify import Settings, Verifier, robustness_property
+from smtverify.lp import LpRelaxation
+from smtverify.verify import Settings, Verifier, _Progress, _Rows, robustness_property
 from smtverify.vnnlib import read_vnnlib
 from tests.conftest import SHARED, make_model, needs_shared, save
 
@@ -67,6 +69,29 @@ def test_a_timeout_says_how_much_of_the_box_input_splitting_proved():
     assert result.verdict is Verdict.TIMEOUT
     assert 0.0 < result.stats["proven_share"] < 1.0
     assert f"{result.stats['proven_share']:.1%} of the input box of case 1 of 1" in result.reason
+
+
+@needs_shared
+def test_a_leaf_the_lp_refutes_never_reaches_z3():
+    """An open box of ACAS Xu 3_3/prop_2 with 10 unstable ReLUs that back-substitution leaves open:
+    the LP bound closes it, so Z3 (much slower on such leaves) is not called; no point sampled in
+    it is unsafe (onnxruntime)."""
+    network = load_onnx(SHARED / "acasxu/onnx/ACASXU_run2a_3_3_batch_2000.onnx")
+    prop = read_vnnlib(SHARED / "acasxu/vnnlib/prop_2.vnnlib")
+    case = prop.cases[0]
+    lo = np.array([0.6, 0.01953125, 0.21875, 0.45624999999999993, -0.5])
+    hi = np.array([0.6798577690000001, 0.0234375, 0.234375, 0.46249999999999997, -0.475])
+    verifier = Verifier(network)
+    bounds = verifier.bounds.forward(lo[None], hi[None])
+    rows = _Rows.of(case)
+    assert rows.margins(verifier.bounds.lower_bound_rows(bounds, rows.A))[0] <= 0
+    progress = _Progress()
+    relaxation = LpRelaxation(verifier.chain, case.box.lower, case.box.upper)
+    assert verifier._leaf(case, bounds, 0, lo, hi, progress, time.perf_counter() + 60, relaxation) is True
+    assert progress.z3_calls == 0 and progress.lp_solves >= 1
+    x = np.random.default_rng(0).uniform(lo, hi, (2000, 5)).astype(np.float32)
+    y = OnnxRuntimeExecutor(network).logits(x.reshape((-1,) + network.input_shape))
+    assert not np.any(prop.is_unsafe(x.astype(np.float64), y.astype(np.float64)))
 
 
 def test_split_dimension_leaves_a_cut_that_gains_nothing_for_the_widest_dimension():
