@@ -98,7 +98,7 @@ class ChainBounds:
     relaxations: dict[int, object]   # per nonlinear step index: how it was relaxed
     box_lower: np.ndarray
     box_upper: np.ndarray
-    flat: dict[int, Relaxation] = field(default_factory=dict)   # per ReLU step: the same, lower side 0 (output rows)
+    flat: dict[int, Relaxation] = field(default_factory=dict)   # ReLU steps whose lower sides differ when flat (output rows)
 
     def unstable_relus(self, chain: Chain) -> np.ndarray:
         """Number of ReLUs per box whose input straddles 0."""
@@ -178,7 +178,9 @@ class BoundPropagator:
                 relaxation, lo_o, hi_o = self._relax(step, lo, hi)
                 out.relaxations[k] = relaxation
                 if self.flat_too and isinstance(step, Activation) and step.kind == "Relu":
-                    out.flat[k] = replace(relaxation, lower_slope=np.where(lo >= 0, 1.0, 0.0))
+                    flat = np.where(lo >= 0, 1.0, 0.0)
+                    if np.any(flat != relaxation.lower_slope):    # else the second pass would repeat the first
+                        out.flat[k] = replace(relaxation, lower_slope=flat)
                 if self.symbolic:
                     Lw, Lc, Uw, Uc = self._through(step, relaxation, Lw, Lc, Uw, Uc)
                 lo, hi = lo_o, hi_o

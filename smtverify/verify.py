@@ -485,6 +485,7 @@ class Verifier:
             return True, None
         return None, worst.relu_scores
 
+
 def _one_box(bounds: ChainBounds, index: int) -> ChainBounds:
     """Box `index` of a batch's bounds, as a batch of one (for the LP; relaxations not kept)."""
     keep = slice(index, index + 1)
