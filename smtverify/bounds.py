@@ -15,7 +15,8 @@ values of the network as stored, not only their float64 approximation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable
 
 import numpy as np
 from scipy import sparse
@@ -23,6 +24,10 @@ from scipy import sparse
 from .pwl import Activation, Affine, Chain, MaxPool, UNIT_ROUNDOFF
 
 SAFETY = 4.0   # factor on the rounding-error bound, for summation orders BLAS may choose
+
+# Lower bounds (B, R) of rows (R, m) . (input of step k) over each box, from the bounds of the
+# steps before k: (bounds so far, rows, k) -> bounds, before any rounding allowance.
+RowBound = Callable[["ChainBounds", np.ndarray, int], np.ndarray]
 
 
 @dataclass
@@ -100,6 +105,14 @@ class ChainBounds:
     box_upper: np.ndarray
     flat: dict[int, Relaxation] = field(default_factory=dict)   # ReLU steps whose lower sides differ when flat (output rows)
 
+    def subset(self, index: np.ndarray | slice) -> "ChainBounds":
+        """The bounds of some of the boxes, relaxations included."""
+        return ChainBounds([l[index] for l in self.lower], [u[index] for u in self.upper],
+                           [s[index] for s in self.slack],
+                           {k: _subset(r, index) for k, r in self.relaxations.items()},
+                           self.box_lower[index], self.box_upper[index],
+                           {k: _subset(r, index) for k, r in self.flat.items()})
+
     def unstable_relus(self, chain: Chain) -> np.ndarray:
         """Number of ReLUs per box whose input straddles 0."""
         count = np.zeros(self.box_lower.shape[0], dtype=np.int64)
@@ -128,11 +141,13 @@ class BoundPropagator:
     # ----- forward -------------------------------------------------------------------------
     def forward(self, lower: np.ndarray, upper: np.ndarray,
                 fixed: list[tuple[int, np.ndarray, np.ndarray]] | None = None,
-                within: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> ChainBounds:
+                within: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+                row_bound: "RowBound | None" = None) -> ChainBounds:
         """Bounds for boxes lower/upper (B, n). `fixed` lists (step, active_mask, inactive_mask)
         ReLU phase decisions (branch and bound): an active ReLU's input is >= 0, an inactive's <= 0.
         `within` gives bounds known for each step's input (B rows each), e.g. those of the box a
-        box was split from: they are intersected in, so splitting never loosens a layer."""
+        box was split from: they are intersected in, so splitting never loosens a layer.
+        `row_bound` replaces back-substitution for the unstable neurons (e.g. optimised slopes)."""
         lower = np.asarray(lower, dtype=np.float64)
         upper = np.asarray(upper, dtype=np.float64)
         B, n = lower.shape
@@ -167,7 +182,7 @@ class BoundPropagator:
                     out.lower[k], out.upper[k] = lo, hi
                 if self.backsub and out.relaxations and isinstance(step, Activation) and step.kind == "Relu":
                     # (before the first nonlinearity the forward symbolic bound is already exact)
-                    lo, hi = self._tighten_unstable(out, k, lo, hi, slack)
+                    lo, hi = self._tighten_unstable(out, k, lo, hi, slack, row_bound)
                     out.lower[k], out.upper[k] = lo, hi
                 if k in decisions:
                     active, inactive = decisions[k]
@@ -261,7 +276,7 @@ class BoundPropagator:
                 + const), Lam
 
     def _tighten_unstable(self, out: ChainBounds, k: int, lo: np.ndarray, hi: np.ndarray,
-                          slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                          slack: np.ndarray, row_bound: "RowBound | None" = None) -> tuple[np.ndarray, np.ndarray]:
         """Back-substitute the neurons entering ReLU step k that still straddle 0."""
         unstable = np.flatnonzero(np.any((lo < 0) & (hi > 0), axis=0))
         if unstable.size == 0 or unstable.size > self.max_backsub:
@@ -270,12 +285,19 @@ class BoundPropagator:
         rows = np.zeros((2 * unstable.size, m))
         rows[np.arange(unstable.size), unstable] = 1.0                   # lower bound of z_j
         rows[unstable.size + np.arange(unstable.size), unstable] = -1.0  # lower bound of -z_j
-        found = self._backward(out, np.broadcast_to(rows, (B,) + rows.shape).copy(), k)
+        if row_bound is None:
+            found = self._backward(out, np.broadcast_to(rows, (B,) + rows.shape).copy(), k)
+        else:
+            found = row_bound(out, rows, k)
         found = found - slack[:, np.concatenate([unstable, unstable])]
         lo, hi = lo.copy(), hi.copy()
         lo[:, unstable] = np.maximum(lo[:, unstable], found[:, :unstable.size])
         hi[:, unstable] = np.minimum(hi[:, unstable], -found[:, unstable.size:])
         return lo, hi
+
+
+def _subset(relaxation, index):
+    return replace(relaxation, **{f.name: getattr(relaxation, f.name)[index] for f in fields(relaxation)})
 
 
 def _interval_rows(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -351,9 +373,9 @@ def _backward_nonlinear(step, r, Lam: np.ndarray, const: np.ndarray, n_in: int):
         target = np.broadcast_to(r.chosen[:, None, :], coef.shape)
         np.add.at(new, (np.arange(B)[:, None, None], np.arange(R)[None, :, None], target), coef)
         return new, const
-    negative = Lam < 0
-    coef = Lam * np.where(negative, r.upper_slope[:, None, :], r.lower_slope[:, None, :])
-    const = const + np.matmul(np.where(negative, Lam, 0.0), r.upper_offset[:, :, None])[..., 0]
+    positive, negative = np.maximum(Lam, 0.0), np.minimum(Lam, 0.0)
+    coef = positive * r.lower_slope[:, None, :] + negative * r.upper_slope[:, None, :]
+    const = const + np.einsum("brm,bm->br", negative, r.upper_offset)
     if np.any(r.lower_offset):       # (a ReLU's lower side passes through 0)
-        const = const + np.matmul(np.where(negative, 0.0, Lam), r.lower_offset[:, :, None])[..., 0]
+        const = const + np.einsum("brm,bm->br", positive, r.lower_offset)
     return coef, const

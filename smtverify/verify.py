@@ -14,13 +14,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from . import attack, confirm, lp
+from . import attack, confirm, lp, slopes
 from .bounds import BoundPropagator, ChainBounds
 from .lp import LpRelaxation
 from .errors import SmtVerifyError
 from .network import Network
 from .pwl import Activation, Chain, to_chain
 from .runtime import one_blas_thread
+from .slopes import Objective, SlopeOptimiser, SlopeSettings
 from .verdict import SAFE_GUARANTEE, UNSAFE_GUARANTEE, Result, Verdict
 from .vnnlib import Case, Property
 
@@ -47,6 +48,7 @@ class Settings:
     local_attack_every: int = 10     # input splitting: every this many rounds, attack the worst open boxes
     local_attack_boxes: int = 8
     max_leaves: int = 200_000
+    slope_iterations: int = 10       # input splitting: open boxes get their output rows' ReLU slopes optimised
 
 
 @dataclass
@@ -75,11 +77,49 @@ class _Rows:
 
     def margins(self, row_lower: np.ndarray) -> np.ndarray:
         """Per box: min over constraints of max over its rows of (lower bound - b). > 0 means safe."""
-        B = row_lower.shape[0]
-        per_group = np.full((B, self.n_groups), -np.inf)
-        if len(self.b):
-            np.maximum.at(per_group.T, self.group, (row_lower - self.b).T)
-        return per_group.min(axis=1) if self.n_groups else np.full(B, np.inf)
+        return _group_margins(row_lower - self.b, self.group, self.n_groups)
+
+
+@dataclass
+class _SlopeRows:
+    """A case's constraints as an objective for slope optimisation: every row of every
+    constraint, and for a constraint of several rows one free combination of them."""
+
+    A: np.ndarray          # (Q, n_out) every constraint's rows
+    b: np.ndarray
+    M: np.ndarray          # (R, Q) objective rows as combinations of those
+    free: np.ndarray       # (R, Q)
+    group: np.ndarray      # (R,) the constraint of each objective row
+    n_groups: int
+
+    @classmethod
+    def of(cls, case: Case) -> "_SlopeRows":
+        A = np.concatenate([c.A for c in case.unsafe])
+        b = np.concatenate([c.b for c in case.unsafe])
+        owner = np.concatenate([np.full(len(c.b), g) for g, c in enumerate(case.unsafe)])
+        M, free, group = [np.eye(len(b))], [np.zeros((len(b), len(b)), bool)], [owner]
+        for g, constraint in enumerate(case.unsafe):
+            if len(constraint.b) > 1:
+                mine = owner == g
+                M.append((mine / mine.sum())[None])
+                free.append(mine[None])
+                group.append(np.array([g]))
+        return cls(A, b, np.concatenate(M), np.concatenate(free), np.concatenate(group), len(case.unsafe))
+
+    def objective(self, boxes: int) -> Objective:
+        return Objective(self.A, self.b, np.broadcast_to(self.M, (boxes,) + self.M.shape).copy(), self.free)
+
+    def margins(self, values: np.ndarray) -> np.ndarray:
+        return _group_margins(values, self.group, self.n_groups)
+
+
+def _group_margins(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per box: min over constraints of max over its rows of the row's value. > 0 means safe."""
+    B = values.shape[0]
+    per_group = np.full((B, n_groups), -np.inf)
+    if len(group):
+        np.maximum.at(per_group.T, group, values.T)
+    return per_group.min(axis=1) if n_groups else np.full(B, np.inf)
 
 
 @dataclass
@@ -103,6 +143,8 @@ class Verifier:
         self.settings = settings or Settings()
         self.chain: Chain = to_chain(network)
         self.bounds = BoundPropagator(self.chain)
+        self.slopes = (SlopeOptimiser(self.chain, SlopeSettings(iterations=self.settings.slope_iterations))
+                       if slopes.supports(self.chain) and self.settings.slope_iterations > 0 else None)
         self.rng = np.random.default_rng(self.settings.seed)
         self._cost: float | None = None
 
@@ -245,6 +287,7 @@ class Verifier:
         free = np.flatnonzero(case.box.upper > case.box.lower)
         root_width = (case.box.upper - case.box.lower)[free]
         progress.proven_share = 0.0
+        slope_rows = _SlopeRows.of(case)
         rounds = 0
         while stack:
             rounds += 1
@@ -274,6 +317,8 @@ class Verifier:
             parent = np.array([b[2] for b in batch])
             best = _split_dimension(margins, parent, (hi - lo)[:, free] / root_width)
             chosen = margins[np.arange(B), best]                         # (B, 2)
+            indices = ((np.arange(B) * D + best) * 2)[:, None] + np.arange(2)   # of the chosen halves
+            closing = self._optimised_margins(slope_rows, bounds, indices, chosen)
             # Push the most promising boxes for a counterexample (most negative margin) last, so
             # depth-first search visits them first; every box is closed either way.
             for i, half in sorted(np.ndindex(B, 2), key=lambda t: -chosen[t]):
@@ -282,12 +327,12 @@ class Verifier:
                 m = margins[i, best[i], half]
                 clo, chi = child_lo[i, best[i], half], child_hi[i, best[i], half]
                 share = float(np.prod((chi - clo)[free] / root_width))
-                if m > 0:
+                if closing[i, half] > 0:
                     progress.leaves += 1
-                    progress.min_margin = min(progress.min_margin, m)
+                    progress.min_margin = min(progress.min_margin, closing[i, half])
                     progress.proven_share += share
                     continue
-                index = (i * D + best[i]) * 2 + half
+                index = indices[i, half]
                 outcome = self._leaf(case, bounds, index, clo, chi, progress, deadline, relaxation)
                 if outcome is True:
                     progress.proven_share += share
@@ -296,6 +341,24 @@ class Verifier:
                 else:
                     return Verdict.UNSAFE, outcome
         return Verdict.SAFE, None
+
+    def _optimised_margins(self, slope_rows: "_SlopeRows", bounds: ChainBounds, indices: np.ndarray,
+                           margins: np.ndarray) -> np.ndarray:
+        """The margins of boxes `indices` of a batch, raised where they are open by optimising
+        the output rows' ReLU slopes (the margins kept in the search stay back-substitution's, so
+        the choice of split dimension compares like with like). Measured on 1 000 open boxes of
+        ACAS Xu 3_3/prop_2: closes 29% of them at 1 ms a box, where back-substitution closed none."""
+        open_boxes = margins <= 0
+        if self.slopes is None or not np.any(open_boxes):
+            return margins
+        raised = margins.copy()
+        raised[open_boxes] = np.maximum(margins[open_boxes], self._slope_margins(slope_rows, bounds.subset(indices[open_boxes])))
+        return raised
+
+    def _slope_margins(self, slope_rows: "_SlopeRows", bounds: ChainBounds) -> np.ndarray:
+        values, _ = self.slopes.lower_bounds(bounds, slope_rows.objective(len(bounds.box_lower)), len(self.chain.steps),
+                                             stop=lambda v: bool(np.all(slope_rows.margins(v) > 0)))
+        return slope_rows.margins(values)
 
     def _try_corners(self, case: Case, row_lower: np.ndarray, corners: np.ndarray, progress: _Progress):
         """Each open box's corner minimising its worst row's linear bound: one batch through the
@@ -336,7 +399,7 @@ class Verifier:
         if unstable > self.settings.leaf_relus:
             return None
         if relaxation is not None:
-            closed, _ = self._lp_node(case, relaxation, _one_box(bounds, index), deadline, progress)
+            closed, _ = self._lp_node(case, relaxation, bounds.subset(slice(index, index + 1)), deadline, progress)
             if closed is not None:
                 return closed
         return self._z3_leaf(case, bounds, index, lo, hi, progress, deadline)
@@ -484,13 +547,6 @@ class Verifier:
             progress.leaves += 1
             return True, None
         return None, worst.relu_scores
-
-
-def _one_box(bounds: ChainBounds, index: int) -> ChainBounds:
-    """Box `index` of a batch's bounds, as a batch of one (for the LP; relaxations not kept)."""
-    keep = slice(index, index + 1)
-    return ChainBounds([l[keep] for l in bounds.lower], [u[keep] for u in bounds.upper],
-                       [s[keep] for s in bounds.slack], {}, bounds.box_lower[keep], bounds.box_upper[keep])
 
 
 def _layer_bounds(bounds: ChainBounds, index: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -1,0 +1,163 @@
+"""Back-substituted lower bounds with the ReLUs' lower-side slopes optimised (alpha-CROWN style).
+
+Any slope in [0, 1] gives a sound lower side of an unstable ReLU (relu(z) >= a*z for z in [l, u]),
+so the bound of back-substitution is sound for every choice; CROWN fixes one choice per neuron by
+area, which can lose a lot. Here every row being bounded gets its own slopes, raised by projected
+gradient ascent (Adam) on the row's bound, and the best bound seen is kept. With the neuron bounds
+fixed, the optimum is the triangle relaxation's LP bound; the point is to get near it at the cost
+of some dozens of back-substitutions instead of an LP solve.
+
+A conjunction of rows A y <= b is refuted by any non-negative combination mu with
+min mu.(A y) > mu.b; such combinations (an Objective's free rows) are optimised the same way.
+
+Only chains of affine steps and ReLUs are optimised; the gradient is taken by hand, in reverse
+through the substitution, so no autodiff library is needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from typing import Callable
+
+from .bounds import ChainBounds, RowBound, _right
+from .pwl import Activation, Affine, Chain
+
+
+@dataclass
+class SlopeSettings:
+    iterations: int = 20
+    step_size: float = 0.2      # Adam's learning rate, for slopes in [0, 1]
+    mix_step_size: float = 0.1  # ... and for combination weights (normalised to sum 1)
+
+
+def supports(chain: Chain) -> bool:
+    return all(isinstance(s, Affine) or (isinstance(s, Activation) and s.kind == "Relu") for s in chain.steps)
+
+
+@dataclass
+class Objective:
+    """Rows to lower-bound: combination weights M (B, R, Q) over base rows A (Q, m) with
+    right-hand sides b (Q,); row r bounds (M[r] @ A) . y - M[r] @ b. The entries of M where
+    `free` (R, Q) is set are optimised, non-negative, each free row kept summing to 1.
+    M None: the base rows themselves, as they are."""
+
+    A: np.ndarray
+    b: np.ndarray
+    M: np.ndarray | None = None
+    free: np.ndarray | None = None
+
+
+class SlopeOptimiser:
+    """Optimised lower bounds of linear forms of any step's input over a batch of boxes."""
+
+    def __init__(self, chain: Chain, settings: SlopeSettings | None = None) -> None:
+        self.chain = chain
+        self.settings = settings or SlopeSettings()
+
+    def lower_bounds(self, bounds: ChainBounds, objective: Objective, end: int,
+                     stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
+                     allowance: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Best lower bound found of each objective row (B, R), and its input coefficients
+        (B, R, n_in), less the rounding allowance of step `end`'s input (unless the caller
+        subtracts it). `stop(values)` may end the ascent early (e.g. once every box is refuted)."""
+        s = self.settings
+        B = bounds.box_lower.shape[0]
+        relus = [k for k in range(end) if isinstance(self.chain.steps[k], Activation)]
+        M = objective.M.copy() if objective.M is not None else None
+        R = M.shape[1] if M is not None else len(objective.b)
+        slopes = {k: self._initial_slopes(bounds, k, R) for k in relus}
+        unstable = {k: ((bounds.lower[k] < 0) & (bounds.upper[k] > 0))[:, None, :] for k in relus}
+        adam = _Adam([*relus, "mix"])
+        best, best_coefficients = None, None
+        iterations = s.iterations if iterations is None else iterations
+        for iteration in range(iterations + 1):
+            rows = M @ objective.A if M is not None else np.broadcast_to(objective.A, (B,) + objective.A.shape)
+            value, coefficients, grad_slopes, grad_lam = self._bound_and_gradient(bounds, rows, slopes, end)
+            rhs = M @ objective.b if M is not None else objective.b
+            value = value - rhs
+            if allowance:
+                value = value - np.einsum("brm,bm->br", np.abs(rows), bounds.slack[end])
+            if best is None:
+                best, best_coefficients = value, coefficients
+            else:
+                better = value > best
+                best = np.where(better, value, best)
+                best_coefficients = np.where(better[..., None], coefficients, best_coefficients)
+            if iteration == iterations or (stop is not None and stop(best)):
+                break
+            for k in relus:
+                step = adam.step(k, np.where(unstable[k], grad_slopes[k], 0.0))
+                slopes[k] = np.clip(slopes[k] + s.step_size * step, 0.0, 1.0)
+            if objective.free is not None and np.any(objective.free):
+                grad_mix = grad_lam @ objective.A.T - objective.b
+                step = adam.step("mix", np.where(objective.free, grad_mix, 0.0))
+                mixed = np.where(objective.free, np.maximum(M + s.mix_step_size * step, 0.0), 0.0)
+                mixed = mixed / np.maximum(mixed.sum(axis=2, keepdims=True), 1e-12)
+                M = np.where(objective.free.any(axis=1)[:, None], mixed, M)
+        return best, best_coefficients
+
+    def row_bound(self, iterations: int) -> RowBound:
+        """Optimised slopes in place of back-substitution for the hidden neurons' bounds
+        (BoundPropagator.forward's row_bound; the rounding allowance is added there)."""
+        def bound(bounds: ChainBounds, rows: np.ndarray, k: int) -> np.ndarray:
+            return self.lower_bounds(bounds, Objective(rows, np.zeros(len(rows))), k, iterations=iterations,
+                                     allowance=False)[0]
+        return bound
+
+    def _initial_slopes(self, bounds: ChainBounds, k: int, rows: int) -> np.ndarray:
+        """CROWN's slopes, per row (rows are optimised apart)."""
+        slope = bounds.relaxations[k].lower_slope
+        return np.broadcast_to(slope[:, None, :], (slope.shape[0], rows, slope.shape[1])).copy()
+
+    def _bound_and_gradient(self, bounds: ChainBounds, Lam: np.ndarray, slopes: dict[int, np.ndarray], end: int):
+        """The substitution's bound, its input coefficients, and the bound's gradient with respect
+        to every step's slopes and to the rows themselves (reverse mode, by hand)."""
+        steps = self.chain.steps
+        const = np.zeros(Lam.shape[:2])
+        seen: dict[int, np.ndarray] = {}
+        for k in range(end - 1, -1, -1):
+            step = steps[k]
+            if isinstance(step, Affine):
+                const = const + Lam @ step.b
+                Lam = _right(Lam, step.W)
+            else:
+                r = bounds.relaxations[k]
+                positive, negative = np.maximum(Lam, 0.0), np.minimum(Lam, 0.0)
+                seen[k] = positive
+                const = const + np.einsum("brm,bm->br", negative, r.upper_offset)
+                Lam = positive * slopes[k] + negative * r.upper_slope[:, None, :]
+        lo, hi = bounds.box_lower[:, None, :], bounds.box_upper[:, None, :]
+        value = np.sum(np.where(Lam > 0, Lam * lo, Lam * hi), axis=2) + const
+        coefficients = Lam
+        G = np.where(Lam > 0, lo, hi)                    # d value / d (coefficients at the input)
+        grad_slopes = {}
+        for k in range(end):
+            step = steps[k]
+            if isinstance(step, Affine):
+                G = _right(G, step.W.T) + step.b
+            else:
+                r = bounds.relaxations[k]
+                positive = seen[k] > 0            # (a row's coefficient of exactly 0 takes the lower side)
+                grad_slopes[k] = G * seen[k]
+                G = np.where(positive, G * slopes[k], G * r.upper_slope[:, None, :] + r.upper_offset[:, None, :])
+        return value, coefficients, grad_slopes, G
+
+
+class _Adam:
+    """Adam's moment estimates, per named parameter (ascent direction returned)."""
+
+    def __init__(self, names: list, beta1: float = 0.9, beta2: float = 0.999) -> None:
+        self.beta1, self.beta2 = beta1, beta2
+        self.moments: dict = {}
+        self.count: dict = {name: 0 for name in names}
+
+    def step(self, name, grad: np.ndarray) -> np.ndarray:
+        m, v = self.moments.get(name, (np.zeros_like(grad), np.zeros_like(grad)))
+        m = self.beta1 * m + (1 - self.beta1) * grad
+        v = self.beta2 * v + (1 - self.beta2) * grad * grad
+        self.moments[name] = (m, v)
+        self.count[name] += 1
+        t = self.count[name]
+        return (m / (1 - self.beta1 ** t)) / (np.sqrt(v / (1 - self.beta2 ** t)) + 1e-8)
