@@ -48,6 +48,7 @@ class Settings:
     local_attack_every: int = 10     # input splitting: every this many rounds, attack the worst open boxes
     local_attack_boxes: int = 8
     max_leaves: int = 200_000
+    root_slope_iterations: int = 5   # the root's hidden neurons are bounded with their slopes optimised
     slope_iterations: int = 10       # input splitting: open boxes get their output rows' ReLU slopes optimised
 
 
@@ -188,6 +189,8 @@ class Verifier:
         root = self.bounds.forward(lower, upper)
         margin = rows.margins(self.bounds.lower_bound_rows(root, rows.A))[0]
         progress.boxes_bounded += 1
+        if margin <= 0 and self.slopes is not None:
+            root, margin = self._optimised_root(case, rows, root)
         if margin > 0:
             progress.leaves += 1
             progress.min_margin = min(progress.min_margin, margin)
@@ -196,6 +199,20 @@ class Verifier:
         if free <= self.settings.input_split_max_dims:
             return self._input_split_with_lp(case, rows, root, deadline, progress)
         return self._relu_split(case, rows, root, deadline, progress)
+
+    def _optimised_root(self, case: Case, rows: _Rows, root: ChainBounds) -> tuple[ChainBounds, float]:
+        """The root's bounds again with every hidden neuron's slopes optimised, and its margin with
+        the output rows' too: a few seconds once, where LP-tightening every neuron took minutes
+        (MNIST-FC 256x4, prop_0 eps 0.05: margin -5.4 -> -2.2, unstable ReLUs 402 -> 207, 0.5 s)."""
+        iterations = self.settings.root_slope_iterations
+        if iterations <= 0:
+            return root, rows.margins(self.bounds.lower_bound_rows(root, rows.A))[0]
+        root = self.bounds.forward(case.box.lower[None], case.box.upper[None],
+                                   within=(root.lower, root.upper), row_bound=self.slopes.row_bound(iterations))
+        slope_rows = _SlopeRows.of(case)
+        margin = max(rows.margins(self.bounds.lower_bound_rows(root, rows.A))[0],
+                     self._slope_margins(slope_rows, root, iterations=5 * iterations)[0])
+        return root, margin
 
     def _point_cost(self) -> float:
         """Measured seconds for one point's forward and backward pass through the chain."""
@@ -355,9 +372,10 @@ class Verifier:
         raised[open_boxes] = np.maximum(margins[open_boxes], self._slope_margins(slope_rows, bounds.subset(indices[open_boxes])))
         return raised
 
-    def _slope_margins(self, slope_rows: "_SlopeRows", bounds: ChainBounds) -> np.ndarray:
+    def _slope_margins(self, slope_rows: "_SlopeRows", bounds: ChainBounds, iterations: int | None = None) -> np.ndarray:
         values, _ = self.slopes.lower_bounds(bounds, slope_rows.objective(len(bounds.box_lower)), len(self.chain.steps),
-                                             stop=lambda v: bool(np.all(slope_rows.margins(v) > 0)))
+                                             stop=lambda v: bool(np.all(slope_rows.margins(v) > 0)),
+                                             iterations=iterations)
         return slope_rows.margins(values)
 
     def _try_corners(self, case: Case, row_lower: np.ndarray, corners: np.ndarray, progress: _Progress):

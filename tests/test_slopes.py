@@ -2,10 +2,15 @@
 and the triangle relaxation's LP optimum."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
 from smtverify.bounds import BoundPropagator
+from smtverify.verdict import Verdict
+from smtverify.verify import Settings, Verifier
+from smtverify.vnnlib import Case, InputBox, OutputConstraint, Property
 from smtverify.pwl import to_chain
 from smtverify.slopes import Objective, SlopeOptimiser, SlopeSettings, supports
 from tests.test_lp import network_and_box, relaxation_of, sampled_outputs
@@ -78,3 +83,29 @@ def test_a_free_combination_bounds_the_conjunction_soundly(tmp_path, seed):
     y = sampled_outputs(chain, lower, upper)[-1]
     assert value[0, 0] <= (y @ A.T - b).max(axis=1).min()
     assert value[0, 0] <= relaxation.lower_bound(A, b).value + 1e-7
+
+
+def _row_property(network, lower, upper, row, rhs):
+    box = InputBox(lower, upper, tuple(Fraction(float(v)) for v in lower), tuple(Fraction(float(v)) for v in upper))
+    unsafe = OutputConstraint(np.asarray(row, dtype=np.float64), np.array([rhs]), np.zeros(1, bool))
+    return Property(network.path, network.n_inputs, network.n_outputs, (Case(box, (unsafe,)),))
+
+
+def test_optimised_slopes_decide_at_the_root_what_back_substitution_must_split(tmp_path):
+    """y0 - y1 <= -0.25 never holds on this box (sampled minimum -0.12); back-substitution bounds
+    y0 - y1 below by -0.35 only, optimised slopes by -0.20."""
+    network, lower, upper = network_and_box(tmp_path, 3)
+    prop = _row_property(network, lower, upper, [[1.0, -1.0, 0.0]], -0.25)
+    optimised = Verifier(network, Settings(timeout=60)).verify(prop)
+    plain = Verifier(network, Settings(timeout=60, root_slope_iterations=0, slope_iterations=0)).verify(prop)
+    assert optimised.verdict is Verdict.SAFE and plain.verdict is Verdict.SAFE
+    assert optimised.stats["boxes_bounded"] == 1 < plain.stats["boxes_bounded"]
+
+
+def test_boxes_closed_by_optimised_slopes_are_not_split_again(tmp_path):
+    network, lower, upper = network_and_box(tmp_path, 3)
+    prop = _row_property(network, lower, upper, [[1.0, -1.0, 0.0]], -0.18)
+    in_split = Verifier(network, Settings(timeout=60, root_slope_iterations=0)).verify(prop)
+    plain = Verifier(network, Settings(timeout=60, root_slope_iterations=0, slope_iterations=0)).verify(prop)
+    assert in_split.verdict is Verdict.SAFE and plain.verdict is Verdict.SAFE
+    assert in_split.stats["boxes_bounded"] < plain.stats["boxes_bounded"]
