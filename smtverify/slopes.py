@@ -58,10 +58,10 @@ class SlopeOptimiser:
 
     def lower_bounds(self, bounds: ChainBounds, objective: Objective, end: int,
                      stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
-                     allowance: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Best lower bound found of each objective row (B, R), and its input coefficients
-        (B, R, n_in), less the rounding allowance of step `end`'s input (unless the caller
-        subtracts it). `stop(values)` may end the ascent early (e.g. once every box is refuted)."""
+                     allowance: bool = True) -> np.ndarray:
+        """Best lower bound found of each objective row (B, R), less the rounding allowance of
+        step `end`'s input (unless the caller subtracts it). `stop(values)` may end the ascent
+        early (e.g. once every box is refuted)."""
         s = self.settings
         B = bounds.box_lower.shape[0]
         relus = [k for k in range(end) if isinstance(self.chain.steps[k], Activation)]
@@ -70,21 +70,16 @@ class SlopeOptimiser:
         slopes = {k: self._initial_slopes(bounds, k, R) for k in relus}
         unstable = {k: ((bounds.lower[k] < 0) & (bounds.upper[k] > 0))[:, None, :] for k in relus}
         adam = _Adam([*relus, "mix"])
-        best, best_coefficients = None, None
+        best = None
         iterations = s.iterations if iterations is None else iterations
         for iteration in range(iterations + 1):
             rows = M @ objective.A if M is not None else np.broadcast_to(objective.A, (B,) + objective.A.shape)
-            value, coefficients, grad_slopes, grad_lam = self._bound_and_gradient(bounds, rows, slopes, end)
+            value, grad_slopes, grad_lam = self._bound_and_gradient(bounds, rows, slopes, end)
             rhs = M @ objective.b if M is not None else objective.b
             value = value - rhs
             if allowance:
                 value = value - np.einsum("brm,bm->br", np.abs(rows), bounds.slack[end])
-            if best is None:
-                best, best_coefficients = value, coefficients
-            else:
-                better = value > best
-                best = np.where(better, value, best)
-                best_coefficients = np.where(better[..., None], coefficients, best_coefficients)
+            best = value if best is None else np.maximum(best, value)
             if iteration == iterations or (stop is not None and stop(best)):
                 break
             for k in relus:
@@ -96,14 +91,14 @@ class SlopeOptimiser:
                 mixed = np.where(objective.free, np.maximum(M + s.mix_step_size * step, 0.0), 0.0)
                 mixed = mixed / np.maximum(mixed.sum(axis=2, keepdims=True), 1e-12)
                 M = np.where(objective.free.any(axis=1)[:, None], mixed, M)
-        return best, best_coefficients
+        return best
 
     def row_bound(self, iterations: int) -> RowBound:
         """Optimised slopes in place of back-substitution for the hidden neurons' bounds
         (BoundPropagator.forward's row_bound; the rounding allowance is added there)."""
         def bound(bounds: ChainBounds, rows: np.ndarray, k: int) -> np.ndarray:
             return self.lower_bounds(bounds, Objective(rows, np.zeros(len(rows))), k, iterations=iterations,
-                                     allowance=False)[0]
+                                     allowance=False)
         return bound
 
     def _initial_slopes(self, bounds: ChainBounds, k: int, rows: int) -> np.ndarray:
@@ -112,8 +107,8 @@ class SlopeOptimiser:
         return np.broadcast_to(slope[:, None, :], (slope.shape[0], rows, slope.shape[1])).copy()
 
     def _bound_and_gradient(self, bounds: ChainBounds, Lam: np.ndarray, slopes: dict[int, np.ndarray], end: int):
-        """The substitution's bound, its input coefficients, and the bound's gradient with respect
-        to every step's slopes and to the rows themselves (reverse mode, by hand)."""
+        """The substitution's bound, and its gradient with respect to every step's slopes and to
+        the rows themselves (reverse mode, by hand)."""
         steps = self.chain.steps
         const = np.zeros(Lam.shape[:2])
         seen: dict[int, np.ndarray] = {}
@@ -130,7 +125,6 @@ class SlopeOptimiser:
                 Lam = positive * slopes[k] + negative * r.upper_slope[:, None, :]
         lo, hi = bounds.box_lower[:, None, :], bounds.box_upper[:, None, :]
         value = np.sum(np.where(Lam > 0, Lam * lo, Lam * hi), axis=2) + const
-        coefficients = Lam
         G = np.where(Lam > 0, lo, hi)                    # d value / d (coefficients at the input)
         grad_slopes = {}
         for k in range(end):
@@ -142,7 +136,7 @@ class SlopeOptimiser:
                 positive = seen[k] > 0            # (a row's coefficient of exactly 0 takes the lower side)
                 grad_slopes[k] = G * seen[k]
                 G = np.where(positive, G * slopes[k], G * r.upper_slope[:, None, :] + r.upper_offset[:, None, :])
-        return value, coefficients, grad_slopes, G
+        return value, grad_slopes, G
 
 
 class _Adam:

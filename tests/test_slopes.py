@@ -27,7 +27,7 @@ def test_gradient_matches_finite_differences(tmp_path):
     rng = np.random.default_rng(0)
     slopes = {k: rng.uniform(0, 1, (1, len(ROWS), bounds.lower[k].shape[1])) for k in bounds.relaxations}
     Lam = ROWS[None].copy()
-    value, _, grad_slopes, grad_rows = optimiser._bound_and_gradient(bounds, Lam, slopes, end)
+    value, grad_slopes, grad_rows = optimiser._bound_and_gradient(bounds, Lam, slopes, end)
     checked = 0
     for k, grad in grad_slopes.items():
         for j in np.flatnonzero((bounds.lower[k][0] < 0) & (bounds.upper[k][0] > 0))[:4]:
@@ -49,7 +49,7 @@ def test_optimised_rows_beat_crown_stay_below_the_lp_and_every_sample(tmp_path, 
     chain, bounds, relaxation = relaxation_of(network, lower, upper)
     assert supports(chain)
     crown = BoundPropagator(chain, flat_too=False).lower_bound_rows(bounds, ROWS)[0]
-    optimised, _ = SlopeOptimiser(chain, SlopeSettings(iterations=40)).lower_bounds(
+    optimised = SlopeOptimiser(chain, SlopeSettings(iterations=40)).lower_bounds(
         bounds, Objective(ROWS, np.zeros(3)), len(chain.steps))
     y = sampled_outputs(chain, lower, upper)[-1]
     assert np.all(optimised[0] >= crown - 1e-9)
@@ -65,7 +65,7 @@ def test_slopes_gain_on_crown_somewhere(tmp_path):
         chain = to_chain(network)
         bounds = BoundPropagator(chain).forward(lower[None], upper[None])
         crown = BoundPropagator(chain, flat_too=False).lower_bound_rows(bounds, ROWS)[0]
-        optimised, _ = SlopeOptimiser(chain).lower_bounds(bounds, Objective(ROWS, np.zeros(3)),
+        optimised = SlopeOptimiser(chain).lower_bounds(bounds, Objective(ROWS, np.zeros(3)),
                                                           len(chain.steps))
         gained = max(gained, float(np.max(optimised[0] - crown)))
     assert gained > 1e-3
@@ -79,7 +79,7 @@ def test_a_free_combination_bounds_the_conjunction_soundly(tmp_path, seed):
     chain, bounds, relaxation = relaxation_of(network, lower, upper)
     A, b = ROWS[:2], np.array([0.1, -0.2])
     objective = Objective(A, b, np.full((1, 1, 2), 0.5), np.ones((1, 2), bool))
-    value, _ = SlopeOptimiser(chain, SlopeSettings(iterations=40)).lower_bounds(bounds, objective, len(chain.steps))
+    value = SlopeOptimiser(chain, SlopeSettings(iterations=40)).lower_bounds(bounds, objective, len(chain.steps))
     y = sampled_outputs(chain, lower, upper)[-1]
     assert value[0, 0] <= (y @ A.T - b).max(axis=1).min()
     assert value[0, 0] <= relaxation.lower_bound(A, b).value + 1e-7
