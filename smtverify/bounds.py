@@ -11,7 +11,8 @@ bounds of every step's input are the regions eta_k of the DLV method (condition 
 
 Floating point: every computed bound is widened by an a-priori error bound (Higham's gamma_n)
 taken over the magnitudes of the absolute-value network, so the bounds contain the exact real
-values of the network as stored, not only their float64 approximation.
+values of the network as stored, not only their float64 approximation; each back-substitution
+likewise subtracts a bound on its own rounding (SubstitutionError).
 """
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ class SignedWeights:
     minus: np.ndarray | sparse.csr_matrix
     abs: np.ndarray | sparse.csr_matrix
     gamma: float          # rounding-error factor of one row's dot product, with the step's own rel_error
+    back_gamma: float     # ... of one column's (back-substitution: Lam @ W)
+    row_norm: float       # largest 1-norm of a row of W
+    b_max: float
+
+
+def _gamma(length: int, rel_error: float) -> float:
+    n = length + 2
+    return SAFETY * n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF) + rel_error * (1 + SAFETY * UNIT_ROUNDOFF)
 
 
 def _signed(step: Affine, cache: dict[int, SignedWeights]) -> SignedWeights:
@@ -47,13 +56,62 @@ def _signed(step: Affine, cache: dict[int, SignedWeights]) -> SignedWeights:
             plus, minus = W.maximum(0).tocsr(), W.minimum(0).tocsr()
             abs_w = abs(W).tocsr()
             row_len = int(np.diff(W.indptr).max(initial=0))
+            col_len = int(np.bincount(W.indices, minlength=W.shape[1]).max(initial=0))
+            row_norm = float(np.asarray(abs_w.sum(axis=1)).max(initial=0.0))
         else:
             plus, minus, abs_w = np.maximum(W, 0), np.minimum(W, 0), np.abs(W)
-            row_len = W.shape[1]
-        n = row_len + 2
-        gamma = SAFETY * n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF) + step.rel_error * (1 + SAFETY * UNIT_ROUNDOFF)
-        cache[id(step)] = SignedWeights(plus, minus, abs_w, gamma)
+            row_len, col_len = W.shape[1], W.shape[0]
+            row_norm = float(abs_w.sum(axis=1).max(initial=0.0))
+        cache[id(step)] = SignedWeights(plus, minus, abs_w, _gamma(row_len, step.rel_error),
+                                        _gamma(col_len, step.rel_error), row_norm * (1 + 4 * SAFETY * UNIT_ROUNDOFF),
+                                        float(np.abs(step.b).max(initial=0.0)))
     return cache[id(step)]
+
+
+class SubstitutionError:
+    """An a-priori bound (B, R) on how far one back-substitution's float64 result may lie above
+    the exact one, so a bound less this is sound for the real-valued network as stored.
+
+    Each step's computed coefficients Lam_in differ from the exact product of the coefficients
+    it was given; the gap, times the largest magnitude of that step's input, bounds what the gap
+    costs, and likewise each constant term; the relaxations' upper lines (rounded slopes and
+    offsets) are allowed for the same way. Norms, not entries: a few reductions per step."""
+
+    def __init__(self, bounds: "ChainBounds", shape: tuple[int, int]) -> None:
+        self.bounds = bounds
+        self.total = np.zeros(shape)
+        self.next_norm: np.ndarray | None = None   # a bound on the 1-norm of the affine step's result
+
+
+    def affine(self, w: SignedWeights, k: int, Lam: np.ndarray, const: np.ndarray) -> None:
+        """Before `const + Lam @ b` and `Lam @ W` at affine step k."""
+        norm = np.abs(Lam).sum(axis=2)
+        self.total += w.back_gamma * (norm * (w.row_norm * self.bounds.magnitude(k) + w.b_max) + np.abs(const))
+        self.next_norm = norm * w.row_norm * (1 + w.back_gamma)      # ||Lam @ W||_1 <= ||Lam||_1 max_i ||W_i||_1
+
+    def nonlinear(self, relaxation, k: int, Lam_out: np.ndarray, const: np.ndarray) -> None:
+        """After pushing Lam_out back through nonlinear step k (giving the new const). The new
+        coefficients are Lam_out's times slopes in [0, 1] (or routed, for max-pooling), so their
+        1-norm is at most Lam_out's; the relaxation's own rounded sides cost its slope and offset."""
+        slope, offset = _relaxation_scale(relaxation)
+        magnitude = self.bounds.magnitude(k)
+        norm = self.next_norm if self.next_norm is not None else np.abs(Lam_out).sum(axis=2)
+        self.total += _gamma(Lam_out.shape[2], 0.0) * (norm * ((1 + slope) * magnitude + offset) + np.abs(const))
+
+    def final(self, Lam: np.ndarray, const: np.ndarray) -> None:
+        """The concretisation over the box: sum of Lam * corner, plus const."""
+        corner = np.maximum(np.abs(self.bounds.box_lower), np.abs(self.bounds.box_upper))
+        self.total += _gamma(Lam.shape[2], 0.0) * (np.einsum("brn,bn->br", np.abs(Lam), corner) + np.abs(const))
+
+
+def _relaxation_scale(relaxation) -> tuple[np.ndarray, np.ndarray]:
+    """Per box (B, 1): the largest slope and offset of a relaxation's linear sides."""
+    if isinstance(relaxation, PoolRelaxation):
+        upper = np.where(np.isfinite(relaxation.upper), np.abs(relaxation.upper), 0.0)
+        return np.ones((upper.shape[0], 1)), upper.max(axis=1, initial=0.0)[:, None]
+    slope = np.maximum(np.abs(relaxation.upper_slope), np.abs(relaxation.lower_slope)).max(axis=1, initial=0.0)
+    offset = np.maximum(np.abs(relaxation.upper_offset), np.abs(relaxation.lower_offset)).max(axis=1, initial=0.0)
+    return slope[:, None], offset[:, None]
 
 
 def _left(W, X: np.ndarray) -> np.ndarray:
@@ -105,6 +163,10 @@ class ChainBounds:
     box_upper: np.ndarray
     flat: dict[int, Relaxation] = field(default_factory=dict)   # ReLU steps whose lower sides differ when flat (output rows)
 
+    def magnitude(self, k: int) -> np.ndarray:
+        """Largest |value| of step k's input per box (B, 1): what a coefficient error there costs."""
+        return np.maximum(np.abs(self.lower[k]), np.abs(self.upper[k])).max(axis=1, initial=0.0)[:, None]
+
     def subset(self, index: np.ndarray | slice) -> "ChainBounds":
         """The bounds of some of the boxes, relaxations included."""
         return ChainBounds([l[index] for l in self.lower], [u[index] for u in self.upper],
@@ -138,6 +200,10 @@ class BoundPropagator:
         self.flat_too = flat_too
         self._weights: dict[int, SignedWeights] = {}
 
+    def signed(self, step: Affine) -> SignedWeights:
+        """The step's weights split by sign, computed once."""
+        return _signed(step, self._weights)
+
     # ----- forward -------------------------------------------------------------------------
     def forward(self, lower: np.ndarray, upper: np.ndarray,
                 fixed: list[tuple[int, np.ndarray, np.ndarray]] | None = None,
@@ -164,7 +230,7 @@ class BoundPropagator:
             out.upper.append(hi)
             out.slack.append(slack)
             if isinstance(step, Affine):
-                w = _signed(step, self._weights)
+                w = self.signed(step)
                 lo_i = _vec(w.plus, lo) + _vec(w.minus, hi) + step.b
                 hi_i = _vec(w.plus, hi) + _vec(w.minus, lo) + step.b
                 magnitude = _vec(w.abs, magnitude) + np.abs(step.b)
@@ -261,19 +327,25 @@ class BoundPropagator:
 
     def _backward_with(self, bounds: ChainBounds, Lam: np.ndarray, end: int, flat: bool = False
                        ) -> tuple[np.ndarray, np.ndarray]:
-        """One substitution (the ReLUs' flat lower sides if asked), and the input coefficients it ends with."""
+        """One substitution (the ReLUs' flat lower sides if asked), less its rounding allowance,
+        and the input coefficients it ends with."""
         const = np.zeros(Lam.shape[:2])
+        error = SubstitutionError(bounds, Lam.shape[:2])
         for k in range(end - 1, -1, -1):
             step = self.chain.steps[k]
             if isinstance(step, Affine):
+                error.affine(self.signed(step), k, Lam, const)
                 const = const + Lam @ step.b
                 Lam = _right(Lam, step.W)
             else:
                 relaxation = bounds.flat.get(k, bounds.relaxations[k]) if flat else bounds.relaxations[k]
+                Lam_out = Lam
                 Lam, const = _backward_nonlinear(step, relaxation, Lam, const, bounds.lower[k].shape[1])
+                error.nonlinear(relaxation, k, Lam_out, const)
+        error.final(Lam, const)
         lo, hi = bounds.box_lower, bounds.box_upper
         return (np.einsum("brn,bn->br", np.maximum(Lam, 0), lo) + np.einsum("brn,bn->br", np.minimum(Lam, 0), hi)
-                + const), Lam
+                + const - error.total), Lam
 
     def _tighten_unstable(self, out: ChainBounds, k: int, lo: np.ndarray, hi: np.ndarray,
                           slack: np.ndarray, row_bound: "RowBound | None" = None) -> tuple[np.ndarray, np.ndarray]:

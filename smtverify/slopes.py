@@ -21,7 +21,7 @@ import numpy as np
 
 from typing import Callable
 
-from .bounds import ChainBounds, RowBound, _right
+from .bounds import BoundPropagator, ChainBounds, RowBound, SubstitutionError, _right
 from .pwl import Activation, Affine, Chain
 
 
@@ -52,8 +52,9 @@ class Objective:
 class SlopeOptimiser:
     """Optimised lower bounds of linear forms of any step's input over a batch of boxes."""
 
-    def __init__(self, chain: Chain, settings: SlopeSettings | None = None) -> None:
-        self.chain = chain
+    def __init__(self, propagator: BoundPropagator, settings: SlopeSettings | None = None) -> None:
+        self.propagator = propagator          # its weights, split once, serve here too
+        self.chain = propagator.chain
         self.settings = settings or SlopeSettings()
 
     def lower_bounds(self, bounds: ChainBounds, objective: Objective, end: int,
@@ -107,14 +108,16 @@ class SlopeOptimiser:
         return np.broadcast_to(slope[:, None, :], (slope.shape[0], rows, slope.shape[1])).copy()
 
     def _bound_and_gradient(self, bounds: ChainBounds, Lam: np.ndarray, slopes: dict[int, np.ndarray], end: int):
-        """The substitution's bound, and its gradient with respect to every step's slopes and to
-        the rows themselves (reverse mode, by hand)."""
+        """The substitution's bound (less its rounding allowance), and its gradient with respect
+        to every step's slopes and to the rows themselves (reverse mode, by hand)."""
         steps = self.chain.steps
         const = np.zeros(Lam.shape[:2])
+        error = SubstitutionError(bounds, Lam.shape[:2])
         seen: dict[int, np.ndarray] = {}
         for k in range(end - 1, -1, -1):
             step = steps[k]
             if isinstance(step, Affine):
+                error.affine(self.propagator.signed(step), k, Lam, const)
                 const = const + Lam @ step.b
                 Lam = _right(Lam, step.W)
             else:
@@ -122,9 +125,11 @@ class SlopeOptimiser:
                 positive, negative = np.maximum(Lam, 0.0), np.minimum(Lam, 0.0)
                 seen[k] = positive
                 const = const + np.einsum("brm,bm->br", negative, r.upper_offset)
-                Lam = positive * slopes[k] + negative * r.upper_slope[:, None, :]
+                Lam_out, Lam = Lam, positive * slopes[k] + negative * r.upper_slope[:, None, :]
+                error.nonlinear(r, k, Lam_out, const)
+        error.final(Lam, const)
         lo, hi = bounds.box_lower[:, None, :], bounds.box_upper[:, None, :]
-        value = np.sum(np.where(Lam > 0, Lam * lo, Lam * hi), axis=2) + const
+        value = np.sum(np.where(Lam > 0, Lam * lo, Lam * hi), axis=2) + const - error.total
         G = np.where(Lam > 0, lo, hi)                    # d value / d (coefficients at the input)
         grad_slopes = {}
         for k in range(end):

@@ -145,7 +145,7 @@ class Verifier:
         self.settings = settings or Settings()
         self.chain: Chain = to_chain(network)
         self.bounds = BoundPropagator(self.chain)
-        self.slope_optimiser = (SlopeOptimiser(self.chain, SlopeSettings(iterations=self.settings.slope_iterations))
+        self.slope_optimiser = (SlopeOptimiser(self.bounds, SlopeSettings(iterations=self.settings.slope_iterations))
                                 if slopes_supported(self.chain) else None)
         self.rng = np.random.default_rng(self.settings.seed)
         self._cost: float | None = None
