@@ -85,7 +85,7 @@ class SubstitutionError:
 
     def affine(self, w: SignedWeights, k: int, Lam: np.ndarray, const: np.ndarray) -> None:
         """Before `const + Lam @ b` and `Lam @ W` at affine step k."""
-        norm = np.abs(Lam).sum(axis=2)
+        norm = _norms(Lam)
         self.total += w.back_gamma * (norm * (w.row_norm * self.bounds.magnitude(k) + w.b_max) + np.abs(const))
         self.next_norm = norm * w.row_norm * (1 + w.back_gamma)      # ||Lam @ W||_1 <= ||Lam||_1 max_i ||W_i||_1
 
@@ -93,15 +93,20 @@ class SubstitutionError:
         """After pushing Lam_out back through nonlinear step k (giving the new const). The new
         coefficients are Lam_out's times slopes in [0, 1] (or routed, for max-pooling), so their
         1-norm is at most Lam_out's; the relaxation's own rounded sides cost its slope and offset."""
-        slope, offset = _relaxation_scale(relaxation)
+        slope, offset = self.bounds.scale(relaxation)
         magnitude = self.bounds.magnitude(k)
-        norm = self.next_norm if self.next_norm is not None else np.abs(Lam_out).sum(axis=2)
+        norm = self.next_norm if self.next_norm is not None else _norms(Lam_out)
         self.total += _gamma(Lam_out.shape[2], 0.0) * (norm * ((1 + slope) * magnitude + offset) + np.abs(const))
 
     def final(self, Lam: np.ndarray, const: np.ndarray) -> None:
         """The concretisation over the box: sum of Lam * corner, plus const."""
         corner = np.maximum(np.abs(self.bounds.box_lower), np.abs(self.bounds.box_upper))
         self.total += _gamma(Lam.shape[2], 0.0) * (np.einsum("brn,bn->br", np.abs(Lam), corner) + np.abs(const))
+
+
+def _norms(Lam: np.ndarray) -> np.ndarray:
+    """Each row's 1-norm, (B, R, m) -> (B, R) (a matrix-vector product: faster than a sum)."""
+    return np.abs(Lam) @ np.ones(Lam.shape[2])
 
 
 def _relaxation_scale(relaxation) -> tuple[np.ndarray, np.ndarray]:
@@ -162,10 +167,25 @@ class ChainBounds:
     box_lower: np.ndarray
     box_upper: np.ndarray
     flat: dict[int, Relaxation] = field(default_factory=dict)   # ReLU steps whose lower sides differ when flat (output rows)
+    _scales: dict = field(default_factory=dict, repr=False)     # magnitude() and scale(), kept while their inputs are
 
     def magnitude(self, k: int) -> np.ndarray:
         """Largest |value| of step k's input per box (B, 1): what a coefficient error there costs."""
-        return np.maximum(np.abs(self.lower[k]), np.abs(self.upper[k])).max(axis=1, initial=0.0)[:, None]
+        return self._kept(("magnitude", k), (self.lower[k], self.upper[k]), lambda: np.maximum(
+            np.abs(self.lower[k]), np.abs(self.upper[k])).max(axis=1, initial=0.0)[:, None])
+
+    def scale(self, relaxation) -> tuple[np.ndarray, np.ndarray]:
+        """_relaxation_scale, computed once per relaxation."""
+        return self._kept(("scale", id(relaxation)), (relaxation,), lambda: _relaxation_scale(relaxation))
+
+    def _kept(self, key, inputs: tuple, compute):
+        """compute(), reused while the same objects are its inputs (forward replaces a step's
+        bounds by new arrays when it tightens them, which invalidates what was kept)."""
+        kept = self._scales.get(key)
+        if kept is None or any(a is not b for a, b in zip(kept[0], inputs)):
+            kept = (inputs, compute())
+            self._scales[key] = kept
+        return kept[1]
 
     def subset(self, index: np.ndarray | slice) -> "ChainBounds":
         """The bounds of some of the boxes, relaxations included."""
@@ -445,9 +465,10 @@ def _backward_nonlinear(step, r, Lam: np.ndarray, const: np.ndarray, n_in: int):
         target = np.broadcast_to(r.chosen[:, None, :], coef.shape)
         np.add.at(new, (np.arange(B)[:, None, None], np.arange(R)[None, :, None], target), coef)
         return new, const
-    positive, negative = np.maximum(Lam, 0.0), np.minimum(Lam, 0.0)
-    coef = positive * r.lower_slope[:, None, :] + negative * r.upper_slope[:, None, :]
+    negative = np.minimum(Lam, 0.0)
+    coef = Lam * r.lower_slope[:, None, :]          # the lower side where Lam >= 0, and then
+    coef += negative * (r.upper_slope - r.lower_slope)[:, None, :]   # the upper side where Lam < 0
     const = const + np.einsum("brm,bm->br", negative, r.upper_offset)
     if np.any(r.lower_offset):       # (a ReLU's lower side passes through 0)
-        const = const + np.einsum("brm,bm->br", positive, r.lower_offset)
+        const = const + np.einsum("brm,bm->br", np.maximum(Lam, 0.0), r.lower_offset)
     return coef, const
