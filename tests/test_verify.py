@@ -81,7 +81,7 @@ def test_a_leaf_the_lp_refutes_never_reaches_z3():
     case = prop.cases[0]
     lo = np.array([0.6, 0.01953125, 0.21875, 0.45624999999999993, -0.5])
     hi = np.array([0.6798577690000001, 0.0234375, 0.234375, 0.46249999999999997, -0.475])
-    verifier = Verifier(network)
+    verifier = Verifier(network, Settings(input_leaf_relus=10))
     bounds = verifier.bounds.forward(lo[None], hi[None])
     rows = _Rows.of(case)
     assert rows.margins(verifier.bounds.lower_bound_rows(bounds, rows.A))[0] <= 0
