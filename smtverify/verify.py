@@ -406,10 +406,9 @@ class Verifier:
 
     def _leaf(self, case: Case, bounds: ChainBounds, index: int, lo: np.ndarray, hi: np.ndarray,
               progress: _Progress, deadline: float, relaxation: "LpRelaxation | None" = None):
-        """An open box: a concrete point may be a counterexample; when few ReLUs are unstable, the
-        LP bound (if there is a relaxation) and then Z3 decide it. Returns a counterexample, True
-        when proven safe, or None when still open. (ACAS Xu 1_1/prop_5: 29 Z3 leaves and 52 s
-        without the LP, 2 and 20 s with it.)"""
+        """An open box: a concrete point may be a counterexample; when at most
+        Settings.input_leaf_relus ReLUs are unstable, the LP bound (if there is a relaxation) and
+        then Z3 decide it. Returns a counterexample, True when proven safe, or None when still open."""
         centre = (lo + hi) / 2
         y = self.chain.forward(centre[None])
         if attack.is_unsafe(case, y)[0]:
