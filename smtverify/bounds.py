@@ -82,7 +82,6 @@ class SubstitutionError:
         self.total = np.zeros(shape)
         self.next_norm: np.ndarray | None = None   # a bound on the 1-norm of the affine step's result
 
-
     def affine(self, w: SignedWeights, k: int, Lam: np.ndarray, const: np.ndarray) -> None:
         """Before `const + Lam @ b` and `Lam @ W` at affine step k."""
         norm = _norms(Lam)

@@ -40,7 +40,7 @@ class Settings:
     input_split_max_dims: int = 12   # input splitting only up to this many free input dimensions
     leaf_relus: int = 10             # ReLU splitting: Z3 decides a node with at most this many unstable ReLUs
     # Input splitting: the LP and then Z3 decide an open box only once this few of its ReLUs are
-    # unstable; splitting closes the others sooner (ACAS Xu, all 186: 301 s with 10, 286 s with 0;
+    # unstable; splitting closes the others sooner (ACAS Xu, all 186, code f67d8b7: 301 s with 10, 286 s with 0;
     # 1_1/prop_5 19 s -> 2.4 s; 3_3/prop_2 spent most of its time in Z3 leaves of about 1 s each).
     input_leaf_relus: int = 0
     leaf_timeout: float = 20.0
