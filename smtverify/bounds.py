@@ -322,11 +322,12 @@ class BoundPropagator:
     # ----- backward ------------------------------------------------------------------------
     def lower_bound_rows(self, bounds: ChainBounds, rows: np.ndarray) -> np.ndarray:
         """Sound lower bounds of rows @ y over each box: rows (R, n_out) -> (B, R)."""
-        return self.lower_bound_rows_at(bounds, rows)[0]
+        return self.lower_bound_rows_with(bounds, rows)[0]
 
-    def lower_bound_rows_at(self, bounds: ChainBounds, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """lower_bound_rows, and per box and row the corner of the box that minimises the linear
-        bound (B, R, n_in): where the bound is tight, a good place to look for a counterexample."""
+    def lower_bound_rows_with(self, bounds: ChainBounds, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """lower_bound_rows, and per box and row the input coefficients of the linear bound
+        (B, R, n_in): the corner they point to is where a counterexample is likeliest, and each
+        coefficient times its width is what splitting that dimension stands to gain."""
         B = bounds.box_lower.shape[0]
         Lam = np.broadcast_to(rows, (B,) + rows.shape).astype(np.float64)
         value, coefficients = self._backward_with(bounds, Lam, len(self.chain.steps))
@@ -336,8 +337,7 @@ class BoundPropagator:
             value = np.where(better, flat_value, value)
             coefficients = np.where(better[..., None], flat_coefficients, coefficients)
         value = value - np.einsum("brm,bm->br", np.abs(Lam), bounds.slack[-1])
-        corners = np.where(coefficients > 0, bounds.box_lower[:, None, :], bounds.box_upper[:, None, :])
-        return np.maximum(value, _interval_rows(rows, bounds.lower[-1], bounds.upper[-1])), corners
+        return np.maximum(value, _interval_rows(rows, bounds.lower[-1], bounds.upper[-1])), coefficients
 
     def _backward(self, bounds: ChainBounds, Lam: np.ndarray, end: int) -> np.ndarray:
         """Lower bound of Lam . (input of step `end`) over each box, by substitution back to the
