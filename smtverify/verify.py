@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,10 +55,11 @@ class Settings:
     max_leaves: int = 200_000
     root_slope_iterations: int = 5   # an open root: its hidden neurons' slopes optimised (its output rows' 5x as long)
     slope_iterations: int = 5        # input splitting: open boxes get their output rows' ReLU slopes optimised
-    # Input splitting: bound the halves along this many dimensions of each box (0: all), those whose
-    # linear-bound coefficient times width is largest. ACAS Xu 3_3/prop_2 (timeout 116 s): with all 5,
-    # 89% of the box proven at the timeout; with 1, safe in 97 s (10 slope steps: 106 s, none: 124 s).
-    split_candidates: int = 1
+    # Input splitting: bound the halves along this many dimensions of each box (0: all): those whose
+    # linear-bound coefficient times width is largest, and the widest. ACAS Xu 3_3/prop_2 (timeout
+    # 116 s): with all 5, 89% of the box proven at the timeout; with 2, safe in 88 s. With 1 (no
+    # widest): 97 s there, but 1_8/prop_1 took 105 s against 0.2 s.
+    split_candidates: int = 2
 
 
 @dataclass
@@ -88,16 +90,13 @@ class _Rows:
         """Per box: min over constraints of max over its rows of (lower bound - b). > 0 means safe."""
         return _group_margins(row_lower - self.b, self.group, self.n_groups)
 
-    def smear(self, row_lower: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    def deciding_gains(self, row_lower: np.ndarray, gains: np.ndarray) -> np.ndarray:
         """Per box, the gains (B, R, D) of the row that decides its margin: the best row of its
         worst constraint."""
         values = row_lower - self.b
-        per_group = np.full((len(values), self.n_groups), -np.inf)
-        np.maximum.at(per_group.T, self.group, values.T)
-        worst = np.argmin(per_group, axis=1)
-        candidate = np.where(self.group[None, :] == worst[:, None], values, -np.inf)
-        row = np.argmax(candidate, axis=1)
-        return np.abs(gains[np.arange(len(row)), row])
+        worst = np.argmin(_per_group(values, self.group, self.n_groups), axis=1)
+        row = np.argmax(np.where(self.group[None, :] == worst[:, None], values, -np.inf), axis=1)
+        return gains[np.arange(len(row)), row]
 
 
 @dataclass
@@ -136,11 +135,15 @@ class _SlopeRows:
 
 def _group_margins(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
     """Per box: min over constraints of max over its rows of the row's value. > 0 means safe."""
-    B = values.shape[0]
-    per_group = np.full((B, n_groups), -np.inf)
+    return _per_group(values, group, n_groups).min(axis=1) if n_groups else np.full(values.shape[0], np.inf)
+
+
+def _per_group(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per box and constraint, the best value among its rows (B, n_groups)."""
+    per_group = np.full((values.shape[0], n_groups), -np.inf)
     if len(group):
         np.maximum.at(per_group.T, group, values.T)
-    return per_group.min(axis=1) if n_groups else np.full(B, np.inf)
+    return per_group
 
 
 @dataclass
@@ -316,15 +319,16 @@ class Verifier:
     def _input_split(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress,
                      relaxation: "LpRelaxation | None" = None):
         """Depth-first branch and bound on the input box. Each box is split along the dimension
-        whose worse half is bounded best among a few candidates (all halves bounded in one batch;
-        see _split_dimension). Keeps the share of the box's volume proven so far, for a timeout to report."""
+        whose worse half is bounded best among a few candidates (their halves bounded in one
+        batch; see _candidates and _split_dimension). Keeps the share of the box's volume proven
+        so far, for a timeout to report."""
         free = np.flatnonzero(case.box.upper > case.box.lower)
-        stack = [(case.box.lower.copy(), case.box.upper.copy(), -np.inf, _layer_bounds(root, 0), None)]
         root_width = (case.box.upper - case.box.lower)[free]
+        stack = [_OpenBox(case.box.lower.copy(), case.box.upper.copy(), -np.inf, _layer_bounds(root, 0), None)]
         progress.proven_share = 0.0
         slope_rows = _SlopeRows.of(case)
-        k = self.settings.split_candidates
-        per_call = max(1, self.settings.batch_halves // (2 * (k if 0 < k < len(free) else max(1, len(free)))))
+        per_box = self.settings.split_candidates
+        per_call = max(1, self.settings.batch_halves // (2 * (per_box if 0 < per_box < len(free) else max(1, len(free)))))
         rounds = 0
         while stack:
             rounds += 1
@@ -336,56 +340,63 @@ class Verifier:
                 return Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None
             batch = stack[-per_call:]
             del stack[-per_call:]
-            lo = np.stack([b[0] for b in batch])
-            hi = np.stack([b[1] for b in batch])
-            widths = (hi - lo)[:, free] / root_width
-            dims = _candidates(widths, [b[4] for b in batch], self.settings.split_candidates)   # (B, D) into free
-            child_lo, child_hi = _halves(lo, hi, free[dims])                  # (B, D, 2, n)
-            B, D = dims.shape
-            flat_lo, flat_hi = child_lo.reshape(-1, lo.shape[1]), child_hi.reshape(-1, lo.shape[1])
-            parents = [np.repeat(np.stack([b[3][side][k] for b in batch]), 2 * D, axis=0)
-                       for side in (0, 1) for k in range(len(self.chain.steps))]
-            within = (parents[:len(self.chain.steps)], parents[len(self.chain.steps):])
-            bounds = self.bounds.forward(flat_lo, flat_hi, within=within)
-            row_lower, coefficients = self.bounds.lower_bound_rows_with(bounds, rows.A)
-            margins = rows.margins(row_lower).reshape(B, D, 2)
-            progress.boxes_bounded += flat_lo.shape[0]
-            found = self._try_corners(case, bounds, row_lower, coefficients, progress)
+            halves = self._bound_halves(batch, free, root_width, rows, progress)
+            found = self._try_corners(case, halves, progress)
             if found is not None:
                 return Verdict.UNSAFE, found
-            parent = np.array([b[2] for b in batch])
-            pick = _split_dimension(margins, parent, np.take_along_axis(widths, dims, axis=1))
-            chosen = margins[np.arange(B), pick]                         # (B, 2)
+            B, D = halves.margins.shape[:2]
+            pick = _split_dimension(halves.margins, np.array([box.margin for box in batch]), halves.widths)
+            chosen = halves.margins[np.arange(B), pick]                         # (B, 2)
             indices = ((np.arange(B) * D + pick) * 2)[:, None] + np.arange(2)   # of the chosen halves
-            closing = self._optimised_margins(slope_rows, bounds, indices, chosen)
-            scores = rows.smear(row_lower, coefficients[:, :, free] * (flat_hi - flat_lo)[:, None, free])
+            closing = self._optimised_margins(slope_rows, halves.bounds, indices, chosen)
             still_open = indices[closing <= 0]
-            found = self._confirm_unsafe(case, list((flat_lo[still_open] + flat_hi[still_open]) / 2), progress)
+            found = self._confirm_unsafe(case, list((halves.lo[still_open] + halves.hi[still_open]) / 2), progress)
             if found is not None:
                 return Verdict.UNSAFE, found
-            decided = _unstable_counts(self.chain, bounds) <= self.settings.input_leaf_relus
+            scores = rows.deciding_gains(halves.row_lower, halves.gains(free))
+            decided = halves.bounds.unstable_relus(self.chain) <= self.settings.input_leaf_relus
             # Push the most promising boxes for a counterexample (most negative margin) last, so
             # depth-first search visits them first; every box is closed either way.
             for i, half in sorted(np.ndindex(B, 2), key=lambda t: -chosen[t]):
                 if time.perf_counter() > deadline:
                     return Verdict.TIMEOUT, None
-                m = chosen[i, half]
                 index = indices[i, half]
-                clo, chi = flat_lo[index], flat_hi[index]
-                share = float(np.prod((chi - clo)[free] / root_width))
+                lo, hi = halves.lo[index], halves.hi[index]
+                share = float(np.prod((hi - lo)[free] / root_width))
                 if closing[i, half] > 0:
                     progress.leaves += 1
                     progress.min_margin = min(progress.min_margin, closing[i, half])
                     progress.proven_share += share
                     continue
-                outcome = self._leaf(case, bounds, index, clo, chi, progress, deadline, relaxation) if decided[index] else None
+                outcome = (self._leaf(case, halves.bounds, index, lo, hi, progress, deadline, relaxation)
+                           if decided[index] else None)
                 if outcome is True:
                     progress.proven_share += share
                 elif outcome is None:
-                    stack.append((clo, chi, m, _layer_bounds(bounds, index), scores[index]))
+                    stack.append(_OpenBox(lo, hi, chosen[i, half], _layer_bounds(halves.bounds, index), scores[index]))
                 else:
                     return Verdict.UNSAFE, outcome
         return Verdict.SAFE, None
+
+    def _bound_halves(self, batch: list["_OpenBox"], free: np.ndarray, root_width: np.ndarray, rows: _Rows,
+                      progress: _Progress) -> "_Halves":
+        """Both halves of each box along each of its candidate dimensions, bounded in one call
+        within their parent's layer bounds (so splitting never loosens a layer)."""
+        lo = np.stack([box.lo for box in batch])
+        hi = np.stack([box.hi for box in batch])
+        widths = (hi - lo)[:, free] / root_width
+        dims = _candidates(widths, [box.scores for box in batch], self.settings.split_candidates)   # into free
+        child_lo, child_hi = _halves(lo, hi, free[dims])                       # (B, D, 2, n)
+        B, D = dims.shape
+        steps = len(self.chain.steps)
+        within = tuple([np.repeat(np.stack([box.layers[side][k] for box in batch]), 2 * D, axis=0)
+                        for k in range(steps)] for side in (0, 1))
+        flat_lo, flat_hi = child_lo.reshape(-1, lo.shape[1]), child_hi.reshape(-1, lo.shape[1])
+        bounds = self.bounds.forward(flat_lo, flat_hi, within=within)
+        row_lower, coefficients = self.bounds.lower_bound_rows_with(bounds, rows.A)
+        progress.boxes_bounded += flat_lo.shape[0]
+        return _Halves(flat_lo, flat_hi, bounds, row_lower, coefficients, rows.margins(row_lower).reshape(B, D, 2),
+                       np.take_along_axis(widths, dims, axis=1))
 
     def _optimised_margins(self, slope_rows: "_SlopeRows", bounds: ChainBounds, indices: np.ndarray,
                            margins: np.ndarray) -> np.ndarray:
@@ -407,24 +418,23 @@ class Verifier:
                                                    stop=lambda v: bool(np.all(slope_rows.margins(v) > 0)))
         return slope_rows.margins(values)
 
-    def _try_corners(self, case: Case, bounds: ChainBounds, row_lower: np.ndarray, coefficients: np.ndarray,
-                     progress: _Progress):
+    def _try_corners(self, case: Case, halves: "_Halves", progress: _Progress):
         """Each open box's corner minimising its worst row's linear bound: one batch through the
         chain, the unsafe ones confirmed (sat instances whose counterexamples sit in tiny regions
         are found by the boxes closing in on them, long before attacks hit them)."""
-        worst = np.argmin(row_lower, axis=1)
-        open_boxes = np.flatnonzero(row_lower[np.arange(len(worst)), worst] <= 0)
+        worst = np.argmin(halves.row_lower, axis=1)
+        open_boxes = np.flatnonzero(halves.row_lower[np.arange(len(worst)), worst] <= 0)
         if len(open_boxes) == 0:
             return None
-        c = coefficients[open_boxes, worst[open_boxes]]
-        points = np.where(c > 0, bounds.box_lower[open_boxes], bounds.box_upper[open_boxes])
+        c = halves.coefficients[open_boxes, worst[open_boxes]]
+        points = np.where(c > 0, halves.lo[open_boxes], halves.hi[open_boxes])
         return self._confirm_unsafe(case, list(points), progress)
 
     def _attack_worst_boxes(self, case: Case, stack: list, progress: _Progress):
         """PGD inside the open boxes whose bounds are worst: where a counterexample most likely is."""
-        worst = sorted(range(len(stack)), key=lambda i: stack[i][2])[:self.settings.local_attack_boxes]
+        worst = sorted(range(len(stack)), key=lambda i: stack[i].margin)[:self.settings.local_attack_boxes]
         for i in worst:
-            lo, hi = stack[i][:2]
+            lo, hi = stack[i].lo, stack[i].hi
             points = attack.pgd(self.chain, case_within(case, lo, hi), self.rng, restarts=8, steps=30)
             found = self._confirm_any(case, points, progress, limit=2)
             if found is not None:
@@ -587,6 +597,34 @@ class Verifier:
         return None, worst.relu_scores
 
 
+class _OpenBox(NamedTuple):
+    """A box of input splitting still to decide."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    margin: float                   # its bound when it was made (-inf for the root)
+    layers: tuple                   # every step's input bounds, to bound its halves within
+    scores: np.ndarray | None       # per free dimension, what splitting it stands to gain (None: unknown)
+
+
+@dataclass
+class _Halves:
+    """A batch's boxes' halves along their candidate dimensions (flat: box, dimension, half)."""
+
+    lo: np.ndarray                  # (B*D*2, n)
+    hi: np.ndarray
+    bounds: ChainBounds
+    row_lower: np.ndarray           # (B*D*2, R)
+    coefficients: np.ndarray        # (B*D*2, R, n)
+    margins: np.ndarray             # (B, D, 2)
+    widths: np.ndarray              # (B, D) each candidate dimension's width, relative to the root box
+
+    def gains(self, free: np.ndarray) -> np.ndarray:
+        """Per half, row and free dimension: |coefficient| times width, the linear bound's gain
+        from splitting that dimension (up to the factor 2)."""
+        return np.abs(self.coefficients[:, :, free]) * (self.hi - self.lo)[:, None, free]
+
+
 def _layer_bounds(bounds: ChainBounds, index: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One box's bounds on the input of every step and on the output, to bound its parts within."""
     return [l[index] for l in bounds.lower], [u[index] for u in bounds.upper]
@@ -692,12 +730,6 @@ def _halves(lo: np.ndarray, hi: np.ndarray, dims: np.ndarray) -> tuple[np.ndarra
     child_hi[box, slot, 0, dims] = mid
     child_lo[box, slot, 1, dims] = mid
     return child_lo, child_hi
-
-
-def _unstable_counts(chain: Chain, bounds: ChainBounds) -> np.ndarray:
-    """Per box, how many of its ReLUs (activations) are unstable."""
-    return sum(np.sum((bounds.lower[k] < 0) & (bounds.upper[k] > 0), axis=1)
-               for k, step in enumerate(chain.steps) if isinstance(step, Activation))
 
 
 def _unstable(chain: Chain, bounds: ChainBounds) -> list[tuple[int, int, float]]:
