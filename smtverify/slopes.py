@@ -30,6 +30,7 @@ class SlopeSettings:
     iterations: int = 20
     step_size: float = 0.2      # Adam's learning rate, for slopes in [0, 1]
     mix_step_size: float = 0.1  # ... and for combination weights (normalised to sum 1)
+    beta_step_size: float = 0.05  # ... and for the multipliers of ReLU phase decisions
 
 
 def supports(chain: Chain) -> bool:
@@ -59,10 +60,13 @@ class SlopeOptimiser:
 
     def lower_bounds(self, bounds: ChainBounds, objective: Objective, end: int,
                      stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
-                     allowance: bool = True) -> np.ndarray:
+                     allowance: bool = True, splits: "dict[int, np.ndarray] | None" = None) -> np.ndarray:
         """Best lower bound found of each objective row (B, R), less the rounding allowance of
         step `end`'s input (unless the caller subtracts it). `stop(values)` may end the ascent
-        early (e.g. once every box is refuted)."""
+        early (e.g. once every box is refuted). `splits[k]` (B, m) marks ReLU phase decisions at
+        step k's input: -1 where it is >= 0 (active), +1 where it is <= 0 (inactive), 0 elsewhere;
+        each gets a multiplier of its own, optimised too (beta-CROWN): the bound then respects the
+        decisions over the whole input box, not only through the decided neurons' own bounds."""
         s = self.settings
         B = bounds.box_lower.shape[0]
         relus = [k for k in range(end) if isinstance(self.chain.steps[k], Activation)]
@@ -70,12 +74,15 @@ class SlopeOptimiser:
         R = M.shape[1] if M is not None else len(objective.b)
         slopes = {k: self._initial_slopes(bounds, k, R) for k in relus}
         unstable = {k: ((bounds.lower[k] < 0) & (bounds.upper[k] > 0))[:, None, :] for k in relus}
-        adam = _Adam([*relus, "mix"])
+        signs = {k: sign[:, None, :].astype(np.float64) for k, sign in (splits or {}).items() if k < end and np.any(sign)}
+        betas = {k: np.zeros((B, R, sign.shape[2])) for k, sign in signs.items()}
+        adam = _Adam([*relus, "mix", *(("beta", k) for k in signs)])
         best = None
         iterations = s.iterations if iterations is None else iterations
         for iteration in range(iterations + 1):
             rows = M @ objective.A if M is not None else np.broadcast_to(objective.A, (B,) + objective.A.shape)
-            value, grad_slopes, grad_lam = self._bound_and_gradient(bounds, rows, slopes, end)
+            terms = {k: betas[k] * signs[k] for k in signs}
+            value, grad_slopes, grad_lam, grad_terms = self._bound_and_gradient(bounds, rows, slopes, end, terms)
             rhs = M @ objective.b if M is not None else objective.b
             value = value - rhs
             if allowance:
@@ -86,6 +93,9 @@ class SlopeOptimiser:
             for k in relus:
                 step = adam.step(k, np.where(unstable[k], grad_slopes[k], 0.0))
                 slopes[k] = np.clip(slopes[k] + s.step_size * step, 0.0, 1.0)
+            for k in signs:
+                step = adam.step(("beta", k), grad_terms[k] * signs[k])
+                betas[k] = np.maximum(betas[k] + s.beta_step_size * step, 0.0)
             if objective.free is not None and np.any(objective.free):
                 grad_mix = grad_lam @ objective.A.T - objective.b
                 step = adam.step("mix", np.where(objective.free, grad_mix, 0.0))
@@ -107,9 +117,12 @@ class SlopeOptimiser:
         slope = bounds.relaxations[k].lower_slope
         return np.broadcast_to(slope[:, None, :], (slope.shape[0], rows, slope.shape[1])).copy()
 
-    def _bound_and_gradient(self, bounds: ChainBounds, Lam: np.ndarray, slopes: dict[int, np.ndarray], end: int):
+    def _bound_and_gradient(self, bounds: ChainBounds, Lam: np.ndarray, slopes: dict[int, np.ndarray], end: int,
+                            terms: "dict[int, np.ndarray] | None" = None):
         """The substitution's bound (less its rounding allowance), and its gradient with respect
-        to every step's slopes and to the rows themselves (reverse mode, by hand)."""
+        to every step's slopes, to the rows themselves, and to `terms[k]` (B, R, m): coefficients
+        added at ReLU step k's input (the split multipliers; reverse mode, by hand)."""
+        terms = terms or {}
         steps = self.chain.steps
         const = np.zeros(Lam.shape[:2])
         error = SubstitutionError(bounds, Lam.shape[:2])
@@ -127,21 +140,25 @@ class SlopeOptimiser:
                 const = const + np.einsum("brm,bm->br", negative, r.upper_offset)
                 Lam_out, Lam = Lam, positive * slopes[k] + negative * r.upper_slope[:, None, :]
                 error.nonlinear(r, k, Lam_out, const)
+                if k in terms:
+                    Lam = Lam + terms[k]
         error.final(Lam, const)
         lo, hi = bounds.box_lower[:, None, :], bounds.box_upper[:, None, :]
         value = np.sum(np.where(Lam > 0, Lam * lo, Lam * hi), axis=2) + const - error.total
         G = np.where(Lam > 0, lo, hi)                    # d value / d (coefficients at the input)
-        grad_slopes = {}
+        grad_slopes, grad_terms = {}, {}
         for k in range(end):
             step = steps[k]
             if isinstance(step, Affine):
                 G = _right(G, step.W.T) + step.b
             else:
                 r = bounds.relaxations[k]
+                if k in terms:
+                    grad_terms[k] = G
                 positive = seen[k] > 0            # (a row's coefficient of exactly 0 takes the lower side)
                 grad_slopes[k] = G * seen[k]
                 G = np.where(positive, G * slopes[k], G * r.upper_slope[:, None, :] + r.upper_offset[:, None, :])
-        return value, grad_slopes, G
+        return value, grad_slopes, G, grad_terms
 
 
 class _Adam:

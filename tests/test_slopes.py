@@ -27,7 +27,7 @@ def test_gradient_matches_finite_differences(tmp_path):
     rng = np.random.default_rng(0)
     slopes = {k: rng.uniform(0, 1, (1, len(ROWS), bounds.lower[k].shape[1])) for k in bounds.relaxations}
     Lam = ROWS[None].copy()
-    value, grad_slopes, grad_rows = optimiser._bound_and_gradient(bounds, Lam, slopes, end)
+    value, grad_slopes, grad_rows, _ = optimiser._bound_and_gradient(bounds, Lam, slopes, end)
     checked = 0
     for k, grad in grad_slopes.items():
         for j in np.flatnonzero((bounds.lower[k][0] < 0) & (bounds.upper[k][0] > 0))[:4]:
@@ -41,6 +41,62 @@ def test_gradient_matches_finite_differences(tmp_path):
     moved[0, 0, 1] += 1e-6
     changed = optimiser._bound_and_gradient(bounds, moved, slopes, end)[0]
     assert np.isclose((changed - value)[0, 0] / 1e-6, grad_rows[0, 0, 1], atol=1e-4)
+
+
+def test_gradient_of_split_terms_matches_finite_differences(tmp_path):
+    network, lower, upper = network_and_box(tmp_path, 3)
+    chain = to_chain(network)
+    bounds = BoundPropagator(chain).forward(lower[None], upper[None])
+    optimiser = SlopeOptimiser(BoundPropagator(chain))
+    end = len(chain.steps)
+    slopes = {k: r.lower_slope[:, None, :].repeat(len(ROWS), axis=1) for k, r in bounds.relaxations.items()}
+    k = min(bounds.relaxations)
+    terms = {k: np.random.default_rng(1).normal(size=(1, len(ROWS), bounds.lower[k].shape[1]))}
+    value, _, _, grad_terms = optimiser._bound_and_gradient(bounds, ROWS[None].copy(), slopes, end, terms)
+    for j in range(3):
+        moved = {k: terms[k].copy()}
+        moved[k][0, :, j] += 1e-6
+        changed = optimiser._bound_and_gradient(bounds, ROWS[None].copy(), slopes, end, moved)[0]
+        assert np.allclose((changed - value) / 1e-6, grad_terms[k][0, :, j], atol=1e-4)
+
+
+def _split_bounds(tmp_path, seed: int):
+    """One unstable ReLU of the first hidden layer decided either way: per branch, the outputs of
+    20 000 samples inside it, and its rows' bounds with and without the split multiplier."""
+    network, lower, upper = network_and_box(tmp_path, seed)
+    chain = to_chain(network)
+    propagator = BoundPropagator(chain)
+    root = propagator.forward(lower[None], upper[None])
+    k = min(root.relaxations)
+    l, u = root.lower[k][0], root.upper[k][0]
+    j = int(np.argmax(np.where((l < 0) & (u > 0), -l * u, -1.0)))
+    assert l[j] < 0 < u[j]
+    values = chain.forward_all(np.random.default_rng(seed).uniform(lower, upper, (20000, len(lower))))
+    optimiser = SlopeOptimiser(propagator, SlopeSettings(iterations=40))
+    mask, none = np.zeros((1, len(l)), bool), np.zeros((1, len(l)), bool)
+    mask[0, j] = True
+    for active in (True, False):
+        fixed = [(k, mask, none)] if active else [(k, none, mask)]
+        bounds = propagator.forward(lower[None], upper[None], fixed=fixed)
+        objective = Objective(ROWS, np.zeros(3))
+        with_beta = optimiser.lower_bounds(bounds, objective, len(chain.steps),
+                                           splits={k: np.where(mask, -1.0 if active else 1.0, 0.0)})
+        without = optimiser.lower_bounds(bounds, objective, len(chain.steps))
+        inside = values[k][:, j] >= 0 if active else values[k][:, j] <= 0
+        yield values[-1][inside] @ ROWS.T, with_beta[0], without[0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_split_multipliers_bound_each_branch_soundly(tmp_path, seed):
+    for outputs, with_beta, without in _split_bounds(tmp_path, seed):
+        assert np.all(with_beta <= outputs.min(axis=0))
+        assert np.all(with_beta >= without - 1e-9)
+
+
+def test_split_multipliers_gain_on_the_decided_neuron_bounds_alone_somewhere(tmp_path):
+    gained = max(float(np.max(with_beta - without)) for seed in range(4)
+                 for _, with_beta, without in _split_bounds(tmp_path, seed))
+    assert gained > 1e-3
 
 
 @pytest.mark.parametrize("seed", range(5))
