@@ -59,7 +59,8 @@ class Settings:
     # linear-bound coefficient times width is largest, and the widest. ACAS Xu 3_3/prop_2 (timeout
     # 116 s): with all 5, 89% of the box proven at the timeout; with 2, safe in 88 s. With 1 (no
     # widest): 97 s there, but 1_8/prop_1 took 105 s against 0.2 s.
-    split_candidates: int = 2
+    split_candidates: int = 3
+    guess_gain: float = 0.1
 
 
 @dataclass
@@ -344,16 +345,18 @@ class Verifier:
             found = self._try_corners(case, halves, progress)
             if found is not None:
                 return Verdict.UNSAFE, found
-            B, D = halves.margins.shape[:2]
-            pick = _split_dimension(halves.margins, np.array([box.margin for box in batch]), halves.widths)
+            B = len(batch)
+            parent = np.array([box.margin for box in batch])
+            pick = _split_dimension(halves.margins, parent, halves.widths, halves.candidate)
             chosen = halves.margins[np.arange(B), pick]                         # (B, 2)
-            indices = ((np.arange(B) * D + pick) * 2)[:, None] + np.arange(2)   # of the chosen halves
+            indices = (halves.pair[np.arange(B), pick] * 2)[:, None] + np.arange(2)   # of the chosen halves
             closing = self._optimised_margins(slope_rows, halves.bounds, indices, chosen)
             still_open = indices[closing <= 0]
             found = self._confirm_unsafe(case, list((halves.lo[still_open] + halves.hi[still_open]) / 2), progress)
             if found is not None:
                 return Verdict.UNSAFE, found
             scores = rows.deciding_gains(halves.row_lower, halves.gains(free))
+            gained = ~np.isfinite(parent) | (chosen.min(axis=1) - parent > self.settings.guess_gain * np.abs(parent))
             decided = halves.bounds.unstable_relus(self.chain) <= self.settings.input_leaf_relus
             # Push the most promising boxes for a counterexample (most negative margin) last, so
             # depth-first search visits them first; every box is closed either way.
@@ -373,7 +376,8 @@ class Verifier:
                 if outcome is True:
                     progress.proven_share += share
                 elif outcome is None:
-                    stack.append(_OpenBox(lo, hi, chosen[i, half], _layer_bounds(halves.bounds, index), scores[index]))
+                    guessed = scores[index] if gained[i] else None
+                    stack.append(_OpenBox(lo, hi, chosen[i, half], _layer_bounds(halves.bounds, index), guessed))
                 else:
                     return Verdict.UNSAFE, outcome
         return Verdict.SAFE, None
@@ -385,18 +389,20 @@ class Verifier:
         lo = np.stack([box.lo for box in batch])
         hi = np.stack([box.hi for box in batch])
         widths = (hi - lo)[:, free] / root_width
-        dims = _candidates(widths, [box.scores for box in batch], self.settings.split_candidates)   # into free
-        child_lo, child_hi = _halves(lo, hi, free[dims])                       # (B, D, 2, n)
-        B, D = dims.shape
-        steps = len(self.chain.steps)
-        within = tuple([np.repeat(np.stack([box.layers[side][k] for box in batch]), 2 * D, axis=0)
-                        for k in range(steps)] for side in (0, 1))
+        candidate = _candidates(widths, [box.scores for box in batch], self.settings.split_candidates)
+        owner, dim = np.nonzero(candidate)                                 # one (box, dimension) per pair
+        child_lo, child_hi = _halves(lo[owner], hi[owner], free[dim])      # (P, 2, n)
+        within = tuple([np.repeat(np.stack([box.layers[side][k] for box in batch])[owner], 2, axis=0)
+                        for k in range(len(self.chain.steps))] for side in (0, 1))
         flat_lo, flat_hi = child_lo.reshape(-1, lo.shape[1]), child_hi.reshape(-1, lo.shape[1])
         bounds = self.bounds.forward(flat_lo, flat_hi, within=within)
         row_lower, coefficients = self.bounds.lower_bound_rows_with(bounds, rows.A)
         progress.boxes_bounded += flat_lo.shape[0]
-        return _Halves(flat_lo, flat_hi, bounds, row_lower, coefficients, rows.margins(row_lower).reshape(B, D, 2),
-                       np.take_along_axis(widths, dims, axis=1))
+        pair = np.full(candidate.shape, -1)
+        pair[owner, dim] = np.arange(len(owner))
+        margins = np.full(candidate.shape + (2,), -np.inf)
+        margins[owner, dim] = rows.margins(row_lower).reshape(-1, 2)
+        return _Halves(flat_lo, flat_hi, bounds, row_lower, coefficients, margins, widths, candidate, pair)
 
     def _optimised_margins(self, slope_rows: "_SlopeRows", bounds: ChainBounds, indices: np.ndarray,
                            margins: np.ndarray) -> np.ndarray:
@@ -616,8 +622,10 @@ class _Halves:
     bounds: ChainBounds
     row_lower: np.ndarray           # (B*D*2, R)
     coefficients: np.ndarray        # (B*D*2, R, n)
-    margins: np.ndarray             # (B, D, 2)
-    widths: np.ndarray              # (B, D) each candidate dimension's width, relative to the root box
+    margins: np.ndarray             # (B, D, 2) per box and free dimension (-inf: not a candidate)
+    widths: np.ndarray              # (B, D) each free dimension's width, relative to the root box
+    candidate: np.ndarray           # (B, D) bool: its halves were bounded
+    pair: np.ndarray                # (B, D) their pair's index (flat halves 2p and 2p+1)
 
     def gains(self, free: np.ndarray) -> np.ndarray:
         """Per half, row and free dimension: |coefficient| times width, the linear bound's gain
@@ -685,50 +693,54 @@ def _order_only(constraint) -> bool:
     return bool(np.all(constraint.b == 0) and np.all(rows.sum(axis=1) == 0) and np.all((rows != 0).sum(axis=1) == 2))
 
 
-def _split_dimension(margins: np.ndarray, parent: np.ndarray, widths: np.ndarray,
+def _split_dimension(margins: np.ndarray, parent: np.ndarray, widths: np.ndarray, candidate: np.ndarray | None = None,
                      max_aspect: float = 256.0) -> np.ndarray:
-    """Per box, the dimension to split: the one whose worse half is bounded best, unless even
-    that gains less than 0.1% of the box's own bound, or some dimension is max_aspect times
-    wider (relative to the root box); then the widest.
+    """Per box, the dimension to split among its candidates: the one whose worse half is bounded
+    best, unless even that gains less than 0.1% of the box's own bound, or some dimension is
+    max_aspect times wider (relative to the root box); then the widest candidate.
     Choosing by the bound alone, a box whose bound is held by its wide dimensions was cut along
     narrow ones that each gained a little, forever: ACAS Xu 3_3/prop_2 cut X_2 27 times for 1e-8
     each, and 3_3/prop_9 cut X_0 and X_1 to 1e-6 of their width and never X_3."""
-    worse_half = margins.min(axis=2)                                   # (B, D)
+    candidate = np.ones(widths.shape, bool) if candidate is None else candidate
+    worse_half = np.where(candidate, margins.min(axis=2), -np.inf)      # (B, D)
     best = np.argmax(worse_half, axis=1)
     gain = worse_half[np.arange(len(best)), best] - parent              # inf at the root
     stuck = np.isfinite(parent) & (gain <= 1e-3 * np.abs(parent))
     lopsided = widths.max(axis=1) > max_aspect * widths.min(axis=1)
-    return np.where(stuck | lopsided, np.argmax(widths, axis=1), best)
+    return np.where(stuck | lopsided, np.argmax(np.where(candidate, widths, -np.inf), axis=1), best)
 
 
 def _candidates(widths: np.ndarray, scores: list, k: int) -> np.ndarray:
-    """Per box, the k dimensions (indices into the free ones) whose halves get bounded: those of
-    highest score (a row's input coefficient times the width: what the linear bound stands to
-    gain), and the widest among them; every dimension where a box has no score yet or k is 0."""
+    """Per box, a mask (B, D) of the free dimensions whose halves get bounded: the k of highest
+    score (a row's input coefficient times the width: what the linear bound stands to gain), the
+    widest among them; every dimension where a box has no score or k is 0."""
     B, D = widths.shape
-    if k <= 0 or k >= D or any(s is None for s in scores):
-        return np.broadcast_to(np.arange(D), (B, D)).copy()
-    ranked = np.argsort(-np.stack(scores), axis=1)[:, :k]
-    widest = np.argmax(widths, axis=1)
+    mask = np.ones((B, D), bool)
+    guessed = np.array([s is not None for s in scores], bool)
+    if k <= 0 or k >= D or not np.any(guessed):
+        return mask
+    ranked = np.argsort(-np.stack([s for s in scores if s is not None]), axis=1)[:, :k]
+    widest = np.argmax(widths[guessed], axis=1)
     if k == 1:
-        lopsided = widths.max(axis=1) > 256.0 * widths.min(axis=1)
+        lopsided = widths[guessed].max(axis=1) > 256.0 * widths[guessed].min(axis=1)
         ranked[lopsided, 0] = widest[lopsided]
-        return ranked
-    missing = ~np.any(ranked == widest[:, None], axis=1)
-    ranked[missing, -1] = widest[missing]
-    return ranked
+    else:
+        missing = ~np.any(ranked == widest[:, None], axis=1)
+        ranked[missing, -1] = widest[missing]
+    chosen = np.zeros((len(ranked), D), bool)
+    np.put_along_axis(chosen, ranked, True, axis=1)
+    mask[guessed] = chosen
+    return mask
 
 
 def _halves(lo: np.ndarray, hi: np.ndarray, dims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both halves of every box along each of its dimensions dims (B, D): (B, D, 2, n) lower and upper."""
-    B, n = lo.shape
-    D = dims.shape[1]
-    child_lo = np.broadcast_to(lo[:, None, None, :], (B, D, 2, n)).copy()
-    child_hi = np.broadcast_to(hi[:, None, None, :], (B, D, 2, n)).copy()
-    box, slot = np.arange(B)[:, None], np.arange(D)[None, :]
-    mid = (lo[box, dims] + hi[box, dims]) / 2                            # (B, D)
-    child_hi[box, slot, 0, dims] = mid
-    child_lo[box, slot, 1, dims] = mid
+    """Both halves of box p along dimension dims[p]: lower and upper (P, 2, n)."""
+    P, n = lo.shape
+    child_lo = np.repeat(lo[:, None, :], 2, axis=1)
+    child_hi = np.repeat(hi[:, None, :], 2, axis=1)
+    mid = (lo[np.arange(P), dims] + hi[np.arange(P), dims]) / 2
+    child_hi[np.arange(P), 0, dims] = mid
+    child_lo[np.arange(P), 1, dims] = mid
     return child_lo, child_hi
 
 

@@ -112,19 +112,28 @@ def test_candidates_rank_dimensions_by_gain_and_keep_the_widest_in_reach():
 
     widths = np.array([[1.0, 0.5, 0.25], [1.0, 1.0, 2 ** -10]])
     scores = [np.array([0.1, 0.3, 0.2]), np.array([0.0, 0.1, 0.9])]
-    assert _candidates(widths, scores, 1).tolist() == [[1], [0]]        # box 1 is lopsided: its widest
-    assert _candidates(widths, scores, 2).tolist() == [[1, 0], [2, 0]]  # the widest replaces the second
-    assert _candidates(widths, [scores[0], None], 1).tolist() == [[0, 1, 2]] * 2   # no scores yet: all
-    assert _candidates(widths, scores, 0).tolist() == [[0, 1, 2]] * 2
+    assert _candidates(widths, scores, 1).tolist() == [[False, True, False], [True, False, False]]  # 1: lopsided
+    assert _candidates(widths, scores, 2).tolist() == [[True, True, False], [True, False, True]]    # + the widest
+    assert _candidates(widths, [scores[0], None], 1).tolist() == [[False, True, False], [True] * 3]  # no score: all
+    assert _candidates(widths, scores, 0).tolist() == [[True] * 3] * 2
 
 
 def test_halves_split_each_box_along_its_own_dimension():
     from smtverify.verify import _halves
 
     lo, hi = np.zeros((2, 3)), np.array([[2.0, 4.0, 8.0], [1.0, 1.0, 1.0]])
-    child_lo, child_hi = _halves(lo, hi, np.array([[2], [0]]))
-    assert child_hi[0, 0, 0].tolist() == [2.0, 4.0, 4.0] and child_lo[0, 0, 1].tolist() == [0.0, 0.0, 4.0]
-    assert child_hi[1, 0, 0].tolist() == [0.5, 1.0, 1.0] and child_lo[1, 0, 1].tolist() == [0.5, 0.0, 0.0]
+    child_lo, child_hi = _halves(lo, hi, np.array([2, 0]))
+    assert child_hi[0, 0].tolist() == [2.0, 4.0, 4.0] and child_lo[0, 1].tolist() == [0.0, 0.0, 4.0]
+    assert child_hi[1, 0].tolist() == [0.5, 1.0, 1.0] and child_lo[1, 1].tolist() == [0.5, 0.0, 0.0]
+
+
+def test_split_dimension_picks_among_candidates_only():
+    from smtverify.verify import _split_dimension
+
+    margins = np.array([[[0.5, 0.4], [-0.1, -0.2], [-np.inf, -np.inf]]])
+    candidate = np.array([[False, True, True]])
+    widths = np.array([[1.0, 0.5, 0.5]])
+    assert _split_dimension(margins, np.array([-1.0]), widths, candidate).tolist() == [1]
 
 
 def test_certify_bundled_mlp_safe_and_unsafe():
