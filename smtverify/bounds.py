@@ -366,6 +366,23 @@ class BoundPropagator:
         return (np.einsum("brn,bn->br", np.maximum(Lam, 0), lo) + np.einsum("brn,bn->br", np.minimum(Lam, 0), hi)
                 + const - error.total), Lam
 
+    def upper_side_costs(self, bounds: ChainBounds, rows: np.ndarray) -> dict[int, np.ndarray]:
+        """Per ReLU step k (B, m): what each unstable ReLU's triangle upper side costs the lower
+        bound of its box's row rows[b] (B, n_out), i.e. what deciding its phase would recover
+        at least (the BaBSR estimate; branching picks the largest)."""
+        Lam = rows[:, None, :].astype(np.float64)
+        costs = {}
+        for k in range(len(self.chain.steps) - 1, -1, -1):
+            step = self.chain.steps[k]
+            if isinstance(step, Affine):
+                Lam = _right(Lam, step.W)
+            else:
+                relaxation = bounds.relaxations[k]
+                if isinstance(step, Activation) and step.kind == "Relu":
+                    costs[k] = -np.minimum(Lam[:, 0, :], 0.0) * relaxation.upper_offset
+                Lam, _ = _backward_nonlinear(step, relaxation, Lam, np.zeros(Lam.shape[:2]), bounds.lower[k].shape[1])
+        return costs
+
     def _tighten_unstable(self, out: ChainBounds, k: int, lo: np.ndarray, hi: np.ndarray,
                           slack: np.ndarray, row_bound: "RowBound | None" = None) -> tuple[np.ndarray, np.ndarray]:
         """Back-substitute the neurons entering ReLU step k that still straddle 0."""

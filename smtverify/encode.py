@@ -246,6 +246,14 @@ def _row(ys: list, a: np.ndarray, b: Fraction, strict: bool) -> z3.BoolRef:
     return lhs < _rational(b) if strict else lhs <= _rational(b)
 
 
+def phase_condition(encoding: Encoding, decisions: Sequence[tuple[int, int, bool]]) -> z3.BoolRef:
+    """ReLU phase decisions (step k, neuron j, active): the input of step k at j is >= 0 (active)
+    or <= 0. Bounds that encode a decision make the ReLU look stable, so the encoding passes it on
+    without its phase; this restores the phase as a constraint on the inputs."""
+    return z3.And([encoding.values[k][j] >= 0 if active else encoding.values[k][j] <= 0
+                   for k, j, active in decisions])
+
+
 def box_condition(encoding: Encoding, lower: Sequence[Fraction], upper: Sequence[Fraction]) -> z3.BoolRef:
     """x inside a sub-box of the encoding's box (one case of a disjunctive property)."""
     return z3.And([c for x, lo, hi in zip(encoding.inputs, lower, upper)

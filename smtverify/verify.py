@@ -40,6 +40,8 @@ class Settings:
     batch_halves: int = 640          # input splitting: halves bounded per bounding call
     input_split_max_dims: int = 12   # input splitting only up to this many free input dimensions
     leaf_relus: int = 10             # ReLU splitting: Z3 decides a node with at most this many unstable ReLUs
+    batch_domains: int = 16          # ReLU splitting with optimised slopes: domains bounded per call
+    split_slope_iterations: int = 20 # ... and the slope and multiplier ascent's steps
     # Input splitting: the LP and then Z3 decide an open box only once this few of its ReLUs are
     # unstable; splitting closes the others sooner (ACAS Xu, all 186, code f67d8b7: 301 s with 10, 286 s with 0;
     # 1_1/prop_5 19 s -> 2.4 s; 3_3/prop_2 spent most of its time in Z3 leaves of about 1 s each).
@@ -56,9 +58,10 @@ class Settings:
     root_slope_iterations: int = 5   # an open root: its hidden neurons' slopes optimised (its output rows' 5x as long)
     slope_iterations: int = 5        # input splitting: open boxes get their output rows' ReLU slopes optimised
     # Input splitting: bound the halves along this many dimensions of each box (0: all): those whose
-    # linear-bound coefficient times width is largest, and the widest. ACAS Xu 3_3/prop_2 (timeout
-    # 116 s): with all 5, 89% of the box proven at the timeout; with 2, safe in 88 s. With 1 (no
-    # widest): 97 s there, but 1_8/prop_1 took 105 s against 0.2 s.
+    # linear-bound coefficient times width is largest, and the widest; a box whose split gained
+    # less than guess_gain of its bound has all of them bounded next. ACAS Xu 3_3/prop_2 (116 s):
+    # all 5 dimensions: 89% of the box proven at the timeout; 3: safe in 62 s (2: timeout,
+    # 1: 97 s). Without the fallback, 2_8/prop_1 took 34 s (2 candidates) against 2 s.
     split_candidates: int = 3
     guess_gain: float = 0.1
 
@@ -132,6 +135,12 @@ class _SlopeRows:
 
     def margins(self, values: np.ndarray) -> np.ndarray:
         return _group_margins(values, self.group, self.n_groups)
+
+    def worst_rows(self, values: np.ndarray) -> np.ndarray:
+        """Per box, the output row (B, n_out) of its worst constraint: the sum of that constraint's rows."""
+        worst = np.argmin(_per_group(values, self.group, self.n_groups), axis=1)
+        owner = self.group[:len(self.b)]           # the objective starts with the base rows themselves
+        return np.stack([self.A[owner == g].sum(axis=0) for g in range(self.n_groups)])[worst]
 
 
 def _group_margins(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
@@ -222,6 +231,8 @@ class Verifier:
         free = int(np.sum(case.box.upper > case.box.lower))
         if free <= self.settings.input_split_max_dims:
             return self._input_split_with_lp(case, rows, root, deadline, progress)
+        if self.slope_optimiser is not None:
+            return self._relu_split_batched(case, rows, root, deadline, progress)
         return self._relu_split(case, rows, root, deadline, progress)
 
     def _optimised_root(self, case: Case, rows: _Rows, root: ChainBounds) -> tuple[ChainBounds, float]:
@@ -458,7 +469,8 @@ class Verifier:
                 return closed
         return self._z3_leaf(case, bounds, index, lo, hi, progress, deadline)
 
-    def _z3_leaf(self, case, bounds, index, lo, hi, progress, deadline: float):
+    def _z3_leaf(self, case, bounds, index, lo, hi, progress, deadline: float,
+                 decisions: list[tuple[int, int, bool]] = ()):
         import z3
 
         from . import encode   # Z3 is loaded only when a leaf needs it
@@ -466,7 +478,7 @@ class Verifier:
         step_bounds = [(l[index], u[index]) for l, u in zip(bounds.lower, bounds.upper)]
         box = (tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi))
         encoding = encode.encode_chain(self.chain, box, step_bounds)
-        condition = encode.unsafe_condition(encoding, case.unsafe)
+        condition = z3.And(encode.unsafe_condition(encoding, case.unsafe), encode.phase_condition(encoding, decisions))
         remaining = min(self.settings.leaf_timeout, deadline - time.perf_counter())
         if remaining <= 0.05:
             return None
@@ -492,6 +504,66 @@ class Verifier:
         return None
 
     # ----- ReLU splitting ------------------------------------------------------------------
+    def _relu_split_batched(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
+        """Branch and bound on ReLU phases, a batch of domains at a time (beta-CROWN style): each
+        domain's neuron bounds are back-substituted again under its phase decisions, then its
+        output rows are bounded with the ReLU slopes and one multiplier per decision optimised,
+        which approaches the LP bound of the domain at a fraction of an LP solve's cost. Splits
+        the unstable ReLU whose triangle's upper side costs the bound most; Z3 decides domains
+        with few unstable ReLUs left."""
+        slope_rows = _SlopeRows.of(case)
+        stack: list[_Node] = [_Node([], _layer_bounds(root, 0))]
+        while stack:
+            if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
+                return Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None
+            batch = stack[-self.settings.batch_domains:]
+            del stack[-self.settings.batch_domains:]
+            bounds, signs = self._bound_domains(case, batch)
+            progress.boxes_bounded += len(batch)
+            empty = np.zeros(len(batch), bool)       # contradictory phases: nothing to decide
+            for l, u in zip(bounds.lower, bounds.upper):
+                empty |= np.any(l > u, axis=1)
+            values = self.slope_optimiser.lower_bounds(
+                bounds, slope_rows.objective(len(batch)), len(self.chain.steps), splits=signs,
+                iterations=self.settings.split_slope_iterations,
+                stop=lambda v: bool(np.all((slope_rows.margins(v) > 0) | empty)))
+            margins = np.where(empty, np.inf, slope_rows.margins(values))
+            refuted = margins > 0
+            progress.leaves += int(np.sum(refuted))
+            if np.any(refuted & ~empty):
+                progress.min_margin = min(progress.min_margin, float(margins[refuted & ~empty].min()))
+            costs = self.bounds.upper_side_costs(bounds, slope_rows.worst_rows(values))
+            unstable = bounds.unstable_relus(self.chain)
+            for i in sorted(np.flatnonzero(~refuted), key=lambda i: -margins[i]):   # the worst popped first
+                if unstable[i] <= self.settings.leaf_relus:
+                    outcome = self._z3_leaf(case, bounds, i, case.box.lower, case.box.upper, progress, deadline,
+                                            batch[i].decisions)
+                    if outcome is True:
+                        continue
+                    if outcome is not None:
+                        return Verdict.UNSAFE, outcome
+                    if unstable[i] == 0:
+                        return Verdict.UNKNOWN, None
+                k, j = _costliest(costs, bounds, i)
+                layers = _layer_bounds(bounds, i)
+                stack.append(_Node(batch[i].decisions + [(k, j, False)], layers))
+                stack.append(_Node(batch[i].decisions + [(k, j, True)], layers))
+        return Verdict.SAFE, None
+
+    def _bound_domains(self, case: Case, batch: list["_Node"]) -> tuple[ChainBounds, dict[int, np.ndarray]]:
+        """The input box's bounds under each domain's phase decisions, within its parent's neuron
+        bounds; and the decisions as signs per ReLU step (-1 active, +1 inactive, 0 undecided)."""
+        B = len(batch)
+        signs: dict[int, np.ndarray] = {}
+        for b, node in enumerate(batch):
+            for k, j, active in node.decisions:
+                signs.setdefault(k, np.zeros((B, self.chain.steps[k].size)))[b, j] = -1.0 if active else 1.0
+        within = tuple([np.stack([node.layers[side][k] for node in batch]) for k in range(len(self.chain.steps))]
+                       for side in (0, 1))
+        fixed = [(k, sign < 0, sign > 0) for k, sign in signs.items()]
+        lower, upper = np.repeat(case.box.lower[None], B, axis=0), np.repeat(case.box.upper[None], B, axis=0)
+        return self.bounds.forward(lower, upper, fixed, within), signs
+
     def _relu_split(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
         """Branch and bound on ReLU phases for high-dimensional inputs. A node is bounded first by
         the LP over the triangle relaxation with its parent's neuron bounds and its own phase
@@ -554,7 +626,8 @@ class Verifier:
                 return closed, bounds, None
         unstable = _unstable(self.chain, bounds)
         if len(unstable) <= self.settings.leaf_relus:
-            outcome = self._z3_leaf(case, bounds, 0, case.box.lower, case.box.upper, progress, deadline)
+            outcome = self._z3_leaf(case, bounds, 0, case.box.lower, case.box.upper, progress, deadline,
+                                    node.decisions)
             if outcome is not None or not unstable:
                 return outcome, bounds, None
         return None, bounds, _branch(unstable, scores)
@@ -671,6 +744,17 @@ def _branch(unstable: list[tuple[int, int, float]], scores: dict[int, np.ndarray
         if scores[best[0]][best[1]] > 0:
             return best[0], best[1]
     k, j, _ = max(unstable, key=lambda t: t[2])
+    return k, j
+
+
+def _costliest(costs: dict[int, np.ndarray], bounds: ChainBounds, index: int) -> tuple[int, int]:
+    """The unstable ReLU (step, neuron) of box `index` whose upper side costs most; ties (no
+    cost) go to the largest triangle."""
+    candidates = []
+    for k, cost in costs.items():
+        l, u = bounds.lower[k][index], bounds.upper[k][index]
+        candidates += [(cost[index, j], -l[j] * u[j], k, int(j)) for j in np.flatnonzero((l < 0) & (u > 0))]
+    _, _, k, j = max(candidates)
     return k, j
 
 

@@ -141,7 +141,7 @@ def test_a_free_combination_bounds_the_conjunction_soundly(tmp_path, seed):
     assert value[0, 0] <= relaxation.lower_bound(A, b).value + 1e-7
 
 
-def _row_property(network, lower, upper, row, rhs):
+def row_property(network, lower, upper, row, rhs):
     box = InputBox(lower, upper, tuple(Fraction(float(v)) for v in lower), tuple(Fraction(float(v)) for v in upper))
     unsafe = OutputConstraint(np.asarray(row, dtype=np.float64), np.array([rhs]), np.zeros(1, bool))
     return Property(network.path, network.n_inputs, network.n_outputs, (Case(box, (unsafe,)),))
@@ -151,7 +151,7 @@ def test_optimised_slopes_decide_at_the_root_what_back_substitution_must_split(t
     """y0 - y1 <= -0.25 never holds on this box (sampled minimum -0.12); back-substitution bounds
     y0 - y1 below by -0.35 only, optimised slopes by -0.20."""
     network, lower, upper = network_and_box(tmp_path, 3)
-    prop = _row_property(network, lower, upper, [[1.0, -1.0, 0.0]], -0.25)
+    prop = row_property(network, lower, upper, [[1.0, -1.0, 0.0]], -0.25)
     optimised = Verifier(network, Settings(timeout=60)).verify(prop)
     plain = Verifier(network, Settings(timeout=60, root_slope_iterations=0, slope_iterations=0)).verify(prop)
     assert optimised.verdict is Verdict.SAFE and plain.verdict is Verdict.SAFE
@@ -160,7 +160,7 @@ def test_optimised_slopes_decide_at_the_root_what_back_substitution_must_split(t
 
 def test_boxes_closed_by_optimised_slopes_are_not_split_again(tmp_path):
     network, lower, upper = network_and_box(tmp_path, 3)
-    prop = _row_property(network, lower, upper, [[1.0, -1.0, 0.0]], -0.18)
+    prop = row_property(network, lower, upper, [[1.0, -1.0, 0.0]], -0.18)
     in_split = Verifier(network, Settings(timeout=60, root_slope_iterations=0)).verify(prop)
     plain = Verifier(network, Settings(timeout=60, root_slope_iterations=0, slope_iterations=0)).verify(prop)
     assert in_split.verdict is Verdict.SAFE and plain.verdict is Verdict.SAFE

@@ -19,16 +19,17 @@ from smtverify.lp import LpRelaxation
 from smtverify.verify import Settings, Verifier, _Progress, _Rows, robustness_property
 from smtverify.vnnlib import read_vnnlib
 from tests.conftest import SHARED, make_model, needs_shared, save
+from tests.test_slopes import row_property
 
 # Quick instances with official verdicts (sat ones confirmed by a concrete counterexample).
 ACAS_SAMPLE = [("1_1", "1", "unsat"), ("2_4", "3", "unsat"), ("3_6", "4", "unsat"),
                ("2_2", "2", "sat"), ("4_3", "2", "sat")]
 
 
-def decide(onnx_path, vnnlib_path, timeout=60.0):
+def decide(onnx_path, vnnlib_path, timeout=60.0, **settings):
     network = load_onnx(onnx_path)
     prop = read_vnnlib(vnnlib_path, network.n_inputs, network.n_outputs)
-    return network, prop, Verifier(network, Settings(timeout=timeout)).verify(prop)
+    return network, prop, Verifier(network, Settings(timeout=timeout, **settings)).verify(prop)
 
 
 def assert_real_counterexample(network, prop, result):
@@ -191,8 +192,15 @@ def independent_z3(w, b, lower, upper, threshold) -> bool:
     return solver.check() == z3.sat
 
 
+# ReLU splitting forced (it is otherwise for inputs of more than 12 dimensions), down to domains
+# with no unstable ReLU left, or with Z3 deciding the small ones.
+RELU_SPLITTING = {"input_split_max_dims": 0, "leaf_relus": 0, "root_slope_iterations": 0}
+
+
+@pytest.mark.parametrize("splitting", [{}, RELU_SPLITTING, RELU_SPLITTING | {"leaf_relus": 4}],
+                         ids=["input", "relu", "relu-z3"])
 @pytest.mark.parametrize("seed", range(12))
-def test_random_networks_agree_with_sampling_and_exact_z3(tmp_path, seed):
+def test_random_networks_agree_with_sampling_and_exact_z3(tmp_path, seed, splitting):
     path, w, b = random_network(tmp_path, seed)
     network = load_onnx(path)
     rng = np.random.default_rng(100 + seed)
@@ -206,7 +214,7 @@ def test_random_networks_agree_with_sampling_and_exact_z3(tmp_path, seed):
                       "(declare-const Y_1 Real)\n" + "".join(
                           f"(assert (>= X_{i} {float(lower[i])!r}))\n(assert (<= X_{i} {float(upper[i])!r}))\n" for i in range(2))
                       + f"(assert (<= (- Y_0 Y_1) {threshold!r}))\n")
-    network, prop, result = decide(path, vnnlib, timeout=30)
+    network, prop, result = decide(path, vnnlib, timeout=30, **splitting)
     exact_sat = independent_z3(w, b, prop.cases[0].box.lower, prop.cases[0].box.upper, threshold)
     assert result.verdict in (Verdict.SAFE, Verdict.UNSAFE)
     assert (result.verdict is Verdict.UNSAFE) == exact_sat
@@ -214,6 +222,40 @@ def test_random_networks_agree_with_sampling_and_exact_z3(tmp_path, seed):
         assert result.verdict is Verdict.UNSAFE
     if result.verdict is Verdict.UNSAFE:
         assert_real_counterexample(network, prop, result)
+
+
+def test_relu_splitting_splits_domains_and_closes_them(tmp_path):
+    """Instances just beyond the sampled minimum (unsat by the exact encoding): some need many
+    domains, and every one closes, by its bounds or (with no unstable ReLU left) by Z3."""
+    domains = []
+    for seed in range(12):
+        path, w, b = random_network(tmp_path, seed)
+        network = load_onnx(path)
+        lower, upper = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+        row = network.logits(np.random.default_rng(seed).uniform(lower, upper, (20000, 2)), np.float64) @ [1.0, -1.0]
+        threshold = float(row.min()) - 0.1
+        if independent_z3(w, b, lower, upper, threshold):
+            continue
+        prop = row_property(network, lower, upper, [[1.0, -1.0]], threshold)
+        result = Verifier(network, Settings(timeout=30, **RELU_SPLITTING)).verify(prop)
+        assert result.verdict is Verdict.SAFE and result.stats["z3_calls"] == result.stats["z3_unsat"]
+        domains.append(result.stats["boxes_bounded"])
+    assert len(domains) >= 8 and max(domains) > 8
+
+
+def test_z3_leaves_of_relu_splitting_respect_the_phase_decisions(tmp_path):
+    """Z3 at domains with no unstable ReLU left: a decided ReLU looks stable to the encoding, so
+    without its phase as a constraint Z3 returned spurious models (and the verdict unknown)."""
+    for seed in (1, 4, 9):
+        path, w, b = random_network(tmp_path, seed)
+        network = load_onnx(path)
+        lower, upper = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+        row = network.logits(np.random.default_rng(seed).uniform(lower, upper, (20000, 2)), np.float64) @ [1.0, -1.0]
+        threshold = float(row.min()) - 0.05
+        assert not independent_z3(w, b, lower, upper, threshold)
+        settings = RELU_SPLITTING | {"split_slope_iterations": 0}
+        result = Verifier(network, Settings(timeout=30, **settings)).verify(row_property(network, lower, upper, [[1.0, -1.0]], threshold))
+        assert result.verdict is Verdict.SAFE and result.stats["unconfirmed_candidates"] == 0
 
 
 def test_final_softmax_is_decided_only_for_output_comparisons(tmp_path):
