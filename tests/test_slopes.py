@@ -18,12 +18,15 @@ from tests.test_lp import network_and_box, relaxation_of, sampled_outputs
 ROWS = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [-1.0, 0.0, 1.0]])
 
 
-def test_gradient_matches_finite_differences(tmp_path):
+def _root_of(tmp_path):
+    """A network's root bounds, an optimiser over it, and its number of steps."""
     network, lower, upper = network_and_box(tmp_path, 3)
     chain = to_chain(network)
-    bounds = BoundPropagator(chain).forward(lower[None], upper[None])
-    optimiser = SlopeOptimiser(BoundPropagator(chain))
-    end = len(chain.steps)
+    return BoundPropagator(chain).forward(lower[None], upper[None]), SlopeOptimiser(BoundPropagator(chain)), len(chain.steps)
+
+
+def test_gradient_matches_finite_differences(tmp_path):
+    bounds, optimiser, end = _root_of(tmp_path)
     rng = np.random.default_rng(0)
     slopes = {k: rng.uniform(0, 1, (1, len(ROWS), bounds.lower[k].shape[1])) for k in bounds.relaxations}
     Lam = ROWS[None].copy()
@@ -44,11 +47,7 @@ def test_gradient_matches_finite_differences(tmp_path):
 
 
 def test_gradient_of_split_terms_matches_finite_differences(tmp_path):
-    network, lower, upper = network_and_box(tmp_path, 3)
-    chain = to_chain(network)
-    bounds = BoundPropagator(chain).forward(lower[None], upper[None])
-    optimiser = SlopeOptimiser(BoundPropagator(chain))
-    end = len(chain.steps)
+    bounds, optimiser, end = _root_of(tmp_path)
     slopes = {k: r.lower_slope[:, None, :].repeat(len(ROWS), axis=1) for k, r in bounds.relaxations.items()}
     k = min(bounds.relaxations)
     terms = {k: np.random.default_rng(1).normal(size=(1, len(ROWS), bounds.lower[k].shape[1]))}
