@@ -510,12 +510,12 @@ class Verifier:
 
     # ----- ReLU splitting ------------------------------------------------------------------
     def _relu_split_batched(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
-        """Branch and bound on ReLU phases, a batch of domains at a time (beta-CROWN style): each
-        domain's neuron bounds are back-substituted again under its phase decisions, then its
-        output rows are bounded with the ReLU slopes and one multiplier per decision optimised,
-        which approaches the LP bound of the domain at a fraction of an LP solve's cost. Splits
-        the unstable ReLU whose triangle's upper side costs the bound most; Z3 decides domains
-        with few unstable ReLUs left."""
+        """Branch and bound on ReLU phases, a batch of domains at a time (beta-CROWN style): a
+        domain keeps its parent's neuron bounds with its decided ReLUs clamped (or has them
+        back-substituted again: Settings.split_refresh), then its output rows are bounded with the
+        ReLU slopes and one multiplier per decision optimised, which approaches the domain's LP
+        bound at a fraction of an LP solve's cost. Splits the unstable ReLU whose triangle's
+        upper side costs the bound most; Z3 decides domains with few unstable ReLUs left."""
         slope_rows = _SlopeRows.of(case)
         stack: list[_Node] = [_Node([], _layer_bounds(root, 0))]
         while stack:
@@ -694,13 +694,13 @@ class _OpenBox(NamedTuple):
 
 @dataclass
 class _Halves:
-    """A batch's boxes' halves along their candidate dimensions (flat: box, dimension, half)."""
+    """A batch's boxes' halves along their candidate dimensions (flat: pair, half)."""
 
-    lo: np.ndarray                  # (B*D*2, n)
+    lo: np.ndarray                  # (2P, n) for P (box, dimension) pairs
     hi: np.ndarray
     bounds: ChainBounds
-    row_lower: np.ndarray           # (B*D*2, R)
-    coefficients: np.ndarray        # (B*D*2, R, n)
+    row_lower: np.ndarray           # (2P, R)
+    coefficients: np.ndarray        # (2P, R, n)
     margins: np.ndarray             # (B, D, 2) per box and free dimension (-inf: not a candidate)
     widths: np.ndarray              # (B, D) each free dimension's width, relative to the root box
     candidate: np.ndarray           # (B, D) bool: its halves were bounded
