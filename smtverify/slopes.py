@@ -57,6 +57,10 @@ class SlopeOptimiser:
         self.propagator = propagator          # its weights, split once, serve here too
         self.chain = propagator.chain
         self.settings = settings or SlopeSettings()
+        # Per box and row (B, R, n_in): the box corner minimising the last output bound taken, where
+        # that bound is tight the likeliest counterexample (as an LP optimum would be).
+        self.last_corners: np.ndarray | None = None
+        self._corners: np.ndarray | None = None
 
     def lower_bounds(self, bounds: ChainBounds, objective: Objective, end: int,
                      stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
@@ -87,6 +91,8 @@ class SlopeOptimiser:
             value = value - rhs
             if allowance:
                 value = value - np.einsum("brm,bm->br", np.abs(rows), bounds.slack[end])
+            if end == len(self.chain.steps):
+                self.last_corners = self._corners
             best = value if best is None else np.maximum(best, value)
             if iteration == iterations or (stop is not None and stop(best)):
                 break
@@ -146,6 +152,7 @@ class SlopeOptimiser:
         lo, hi = bounds.box_lower[:, None, :], bounds.box_upper[:, None, :]
         value = np.sum(np.where(Lam > 0, Lam * lo, Lam * hi), axis=2) + const - error.total
         G = np.where(Lam > 0, lo, hi)                    # d value / d (coefficients at the input)
+        self._corners = G                                # ... and each row's minimising corner of the box
         grad_slopes, grad_terms = {}, {}
         for k in range(end):
             step = steps[k]

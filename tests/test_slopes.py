@@ -46,6 +46,16 @@ def test_gradient_matches_finite_differences(tmp_path):
     assert np.isclose((changed - value)[0, 0] / 1e-6, grad_rows[0, 0, 1], atol=1e-4)
 
 
+def test_last_corners_are_box_corners_attaining_a_sound_bound(tmp_path):
+    bounds, optimiser, end = _root_of(tmp_path)
+    values = optimiser.lower_bounds(bounds, Objective(ROWS, np.zeros(3)), end)
+    corners = optimiser.last_corners[0]                                    # (R, n)
+    lo, hi = bounds.box_lower[0], bounds.box_upper[0]
+    assert np.all((corners == lo) | (corners == hi))
+    y = optimiser.chain.forward(corners)
+    assert np.all(np.diag(y @ ROWS.T) >= values[0])
+
+
 def test_gradient_of_split_terms_matches_finite_differences(tmp_path):
     bounds, optimiser, end = _root_of(tmp_path)
     slopes = {k: r.lower_slope[:, None, :].repeat(len(ROWS), axis=1) for k, r in bounds.relaxations.items()}
