@@ -60,7 +60,6 @@ class SlopeOptimiser:
         # Per box and row (B, R, n_in): the box corner minimising the last output bound taken, where
         # that bound is tight the likeliest counterexample (as an LP optimum would be).
         self.last_corners: np.ndarray | None = None
-        self._corners: np.ndarray | None = None
 
     def lower_bounds(self, bounds: ChainBounds, objective: Objective, end: int,
                      stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
@@ -86,13 +85,13 @@ class SlopeOptimiser:
         for iteration in range(iterations + 1):
             rows = M @ objective.A if M is not None else np.broadcast_to(objective.A, (B,) + objective.A.shape)
             terms = {k: betas[k] * signs[k] for k in signs}
-            value, grad_slopes, grad_lam, grad_terms = self._bound_and_gradient(bounds, rows, slopes, end, terms)
+            value, grad_slopes, grad_lam, grad_terms, corners = self._bound_and_gradient(bounds, rows, slopes, end, terms)
             rhs = M @ objective.b if M is not None else objective.b
             value = value - rhs
             if allowance:
                 value = value - np.einsum("brm,bm->br", np.abs(rows), bounds.slack[end])
             if end == len(self.chain.steps):
-                self.last_corners = self._corners
+                self.last_corners = corners
             best = value if best is None else np.maximum(best, value)
             if iteration == iterations or (stop is not None and stop(best)):
                 break
@@ -127,7 +126,8 @@ class SlopeOptimiser:
                             terms: "dict[int, np.ndarray] | None" = None):
         """The substitution's bound (less its rounding allowance), and its gradient with respect
         to every step's slopes, to the rows themselves, and to `terms[k]` (B, R, m): coefficients
-        added at ReLU step k's input (the split multipliers; reverse mode, by hand)."""
+        added at ReLU step k's input (the split multipliers; reverse mode, by hand); and each row's
+        box corner minimising the bound (B, R, n_in)."""
         terms = terms or {}
         steps = self.chain.steps
         const = np.zeros(Lam.shape[:2])
@@ -152,7 +152,7 @@ class SlopeOptimiser:
         lo, hi = bounds.box_lower[:, None, :], bounds.box_upper[:, None, :]
         value = np.sum(np.where(Lam > 0, Lam * lo, Lam * hi), axis=2) + const - error.total
         G = np.where(Lam > 0, lo, hi)                    # d value / d (coefficients at the input)
-        self._corners = G                                # ... and each row's minimising corner of the box
+        corners = G                                      # ... which is each row's minimising corner of the box
         grad_slopes, grad_terms = {}, {}
         for k in range(end):
             step = steps[k]
@@ -165,7 +165,7 @@ class SlopeOptimiser:
                 positive = seen[k] > 0            # (a row's coefficient of exactly 0 takes the lower side)
                 grad_slopes[k] = G * seen[k]
                 G = np.where(positive, G * slopes[k], G * r.upper_slope[:, None, :] + r.upper_offset[:, None, :])
-        return value, grad_slopes, G, grad_terms
+        return value, grad_slopes, G, grad_terms, corners
 
 
 class _Adam:

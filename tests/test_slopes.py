@@ -30,7 +30,7 @@ def test_gradient_matches_finite_differences(tmp_path):
     rng = np.random.default_rng(0)
     slopes = {k: rng.uniform(0, 1, (1, len(ROWS), bounds.lower[k].shape[1])) for k in bounds.relaxations}
     Lam = ROWS[None].copy()
-    value, grad_slopes, grad_rows, _ = optimiser._bound_and_gradient(bounds, Lam, slopes, end)
+    value, grad_slopes, grad_rows, _, _ = optimiser._bound_and_gradient(bounds, Lam, slopes, end)
     checked = 0
     for k, grad in grad_slopes.items():
         for j in np.flatnonzero((bounds.lower[k][0] < 0) & (bounds.upper[k][0] > 0))[:4]:
@@ -61,7 +61,7 @@ def test_gradient_of_split_terms_matches_finite_differences(tmp_path):
     slopes = {k: r.lower_slope[:, None, :].repeat(len(ROWS), axis=1) for k, r in bounds.relaxations.items()}
     k = min(bounds.relaxations)
     terms = {k: np.random.default_rng(1).normal(size=(1, len(ROWS), bounds.lower[k].shape[1]))}
-    value, _, _, grad_terms = optimiser._bound_and_gradient(bounds, ROWS[None].copy(), slopes, end, terms)
+    value, _, _, grad_terms, _ = optimiser._bound_and_gradient(bounds, ROWS[None].copy(), slopes, end, terms)
     for j in range(3):
         moved = {k: terms[k].copy()}
         moved[k][0, :, j] += 1e-6
