@@ -3,7 +3,8 @@
 Runs smtverify on every instance (or a sample), and, where `maraboupy` is installed, Marabou 2.0
 on the same instances at the same time (one instance of each tool runs at once: one core each on a
 two-core machine), each in its own process with the competition timeout.
-Prints a table (solved sat / unsat, wrong, unknown, total and median seconds) and writes a JSON
+Prints a table (solved sat / unsat, wrong, unknown, total and median seconds, and how many runs
+overran their timeout by more than OVERRUN_SLACK_S) and writes a JSON
 record. A wrong answer is printed loudly and makes the exit status non-zero.
 
     python scripts/bench_verify.py [--suites acasxu mnistfc] [--sample N] [--timeout-scale F]
@@ -77,12 +78,18 @@ def run_marabou_all(instances: list[Instance], timeout_scale: float, csv_path: P
     return found
 
 
-def summarise(name: str, verdicts: list[str], seconds: list[float], expected: list[str | None]) -> dict:
+# A run may pass its timeout by loading the files and confirming a counterexample; beyond this, it overran.
+OVERRUN_SLACK_S = 2.0
+
+
+def summarise(name: str, verdicts: list[str], seconds: list[float], expected: list[str | None],
+              timeouts: list[float]) -> dict:
     wrong = [i for i, (v, e) in enumerate(zip(verdicts, expected)) if v in ("sat", "unsat") and e in ("sat", "unsat") and v != e]
     return {"tool": name, "instances": len(verdicts), "sat": verdicts.count("sat"), "unsat": verdicts.count("unsat"),
             "wrong": len(wrong), "unknown": sum(v not in ("sat", "unsat") for v in verdicts),
             "total_s": round(sum(seconds), 2), "median_s": round(statistics.median(seconds), 3) if seconds else 0.0,
-            "wrong_instances": wrong}
+            "wrong_instances": wrong,
+            "overran": sum(s > t + OVERRUN_SLACK_S for s, t in zip(seconds, timeouts))}
 
 
 def main() -> int:
@@ -102,6 +109,7 @@ def main() -> int:
     for suite in args.suites:
         instances = pick(read_instances(SHARED / suite / "instances.csv"), args.sample)
         expected = [i.expected for i in instances]
+        timeouts = [i.timeout * args.timeout_scale for i in instances]
         rows = []
 
         def report(outcome, index, suite=suite, n=len(instances)):
@@ -115,14 +123,14 @@ def main() -> int:
             marabou = concurrent.futures.ThreadPoolExecutor(1).submit(
                 run_marabou_all, instances, args.timeout_scale, Path(args.out).with_suffix(f".{suite}.marabou.csv"))
         ours = list(run(instances, args.timeout_scale, Path(args.out).with_suffix(f".{suite}.csv"), report=report))
-        tables = [summarise("smtverify", [o.verdict for o in ours], [o.seconds for o in ours], expected)]
+        tables = [summarise("smtverify", [o.verdict for o in ours], [o.seconds for o in ours], expected, timeouts)]
         rows = [{"onnx": i.onnx.name, "vnnlib": i.vnnlib.name, "expected": i.expected, "smtverify": o.verdict,
                  "smtverify_s": round(o.seconds, 3)} for i, o in zip(instances, ours)]
         if marabou is not None:
             theirs = marabou.result()
             for row, (v, s) in zip(rows, theirs):
                 row.update(marabou=v, marabou_s=round(s, 3))
-            tables.append(summarise("marabou", [v for v, _ in theirs], [s for _, s in theirs], expected))
+            tables.append(summarise("marabou", [v for v, _ in theirs], [s for _, s in theirs], expected, timeouts))
         record["suites"][suite] = {"summary": tables, "instances": rows}
         print_table(suite, tables)
         if any(t["wrong"] for t in tables[:1]):
@@ -135,10 +143,10 @@ def main() -> int:
 
 def print_table(suite: str, tables: list[dict]) -> None:
     print(f"\n{suite}")
-    print(f"{'tool':<10} {'inst':>5} {'sat':>4} {'unsat':>5} {'wrong':>5} {'unknown':>7} {'total s':>9} {'median s':>9}")
+    print(f"{'tool':<10} {'inst':>5} {'sat':>4} {'unsat':>5} {'wrong':>5} {'unknown':>7} {'total s':>9} {'median s':>9} {'overran':>7}")
     for t in tables:
         print(f"{t['tool']:<10} {t['instances']:>5} {t['sat']:>4} {t['unsat']:>5} {t['wrong']:>5} {t['unknown']:>7} "
-              f"{t['total_s']:>9.1f} {t['median_s']:>9.3f}")
+              f"{t['total_s']:>9.1f} {t['median_s']:>9.3f} {t['overran']:>7}")
     if len(tables) == 2 and tables[0]["total_s"] > 0:
         print(f"time ratio marabou / smtverify: {tables[1]['total_s'] / tables[0]['total_s']:.2f}")
 

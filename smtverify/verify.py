@@ -20,7 +20,7 @@ from .bounds import BoundPropagator, ChainBounds
 from .lp import LpRelaxation
 from .errors import SmtVerifyError
 from .network import Network
-from .pwl import Activation, Chain, to_chain
+from .pwl import Activation, Affine, Chain, to_chain
 from .runtime import one_blas_thread
 from .slopes import Objective, SlopeOptimiser, SlopeSettings, supports as slopes_supported
 from .verdict import SAFE_GUARANTEE, UNSAFE_GUARANTEE, Result, Verdict
@@ -147,6 +147,20 @@ class _SlopeRows:
         return np.stack([self.A[owner == g].sum(axis=0) for g in range(self.n_groups)])[worst]
 
 
+def _undecided(deadline: float) -> Verdict:
+    """A leaf Z3 did not decide: for want of time (TIMEOUT), or not (UNKNOWN)."""
+    return Verdict.TIMEOUT if time.perf_counter() > deadline - 0.05 else Verdict.UNKNOWN
+
+
+def _cold_encoding_seconds(chain: Chain) -> float:
+    """About how long a chain's first Z3 encoding takes (its weights' numerals are built then):
+    4.2 s for MNIST-FC 256x2's 269 000 weights, measured. A leaf with less time left is not begun,
+    so a run does not overrun its timeout building it."""
+    weights = sum(np.count_nonzero(s.W) if isinstance(s.W, np.ndarray) else s.W.nnz
+                  for s in chain.steps if isinstance(s, Affine))
+    return 2e-5 * weights
+
+
 def _group_margins(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
     """Per box: min over constraints of max over its rows of the row's value. > 0 means safe."""
     return _per_group(values, group, n_groups).min(axis=1) if n_groups else np.full(values.shape[0], np.inf)
@@ -186,6 +200,7 @@ class Verifier:
                                 if slopes_supported(self.chain) else None)
         self.rng = np.random.default_rng(self.settings.seed)
         self._cost: float | None = None
+        self._encoder = None              # an encode.ChainEncoder, made when a Z3 leaf first needs it
 
     def verify(self, prop: Property) -> Result:
         with one_blas_thread():
@@ -480,9 +495,16 @@ class Verifier:
 
         from . import encode   # Z3 is loaded only when a leaf needs it
 
+        remaining = min(self.settings.leaf_timeout, deadline - time.perf_counter())
+        if self._encoder is None:
+            if remaining <= _cold_encoding_seconds(self.chain):
+                return None
+            self._encoder = encode.ChainEncoder(self.chain)
+        if remaining <= 0.05:
+            return None
         step_bounds = [(l[index], u[index]) for l, u in zip(bounds.lower, bounds.upper)]
         box = (tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi))
-        encoding = encode.encode_chain(self.chain, box, step_bounds)
+        encoding = self._encoder.encode(box, step_bounds)
         condition = z3.And(encode.unsafe_condition(encoding, case.unsafe), encode.phase_condition(encoding, decisions))
         remaining = min(self.settings.leaf_timeout, deadline - time.perf_counter())
         if remaining <= 0.05:
@@ -551,7 +573,7 @@ class Verifier:
                     if outcome is not None:
                         return Verdict.UNSAFE, outcome
                     if unstable[i] == 0:
-                        return Verdict.UNKNOWN, None
+                        return _undecided(deadline), None
                 k, j = _costliest(costs, bounds, i)
                 layers = _layer_bounds(bounds, i)
                 stack.append(_Node(batch[i].decisions + [(k, j, False)], layers))
@@ -611,7 +633,7 @@ class Verifier:
             if outcome is not None:
                 return Verdict.UNSAFE, outcome
             if branch is None:               # undecided and nothing left to split
-                return Verdict.UNKNOWN, None
+                return _undecided(deadline), None
             k, j = branch
             layers = _layer_bounds(bounds, 0)
             stack.append(_Node(node.decisions + [(k, j, False)], layers))
