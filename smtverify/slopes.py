@@ -41,13 +41,27 @@ def supports(chain: Chain) -> bool:
 class Objective:
     """Rows to lower-bound: combination weights M (B, R, Q) over base rows A (Q, m) with
     right-hand sides b (Q,); row r bounds (M[r] @ A) . y - M[r] @ b. The entries of M where
-    `free` (R, Q) is set are optimised, non-negative, each free row kept summing to 1.
+    `free` (R, Q), or per box (B, R, Q), is set are optimised, non-negative, each free row kept
+    summing to 1.
     M None: the base rows themselves, as they are."""
 
     A: np.ndarray
     b: np.ndarray
     M: np.ndarray | None = None
     free: np.ndarray | None = None
+
+
+@dataclass
+class SlopeSolution:
+    """What an ascent ended with, per box and row: the best lower bounds found (B, R); the last
+    slopes and multipliers (k -> (B, R, m)), to start a sub-domain's ascent from; and the box
+    corners minimising the last bound (B, R, n_in), where it is tight the likeliest
+    counterexamples (as an LP optimum would be)."""
+
+    values: np.ndarray
+    slopes: dict[int, np.ndarray]
+    betas: dict[int, np.ndarray]
+    corners: np.ndarray
 
 
 class SlopeOptimiser:
@@ -57,30 +71,42 @@ class SlopeOptimiser:
         self.propagator = propagator          # its weights, split once, serve here too
         self.chain = propagator.chain
         self.settings = settings or SlopeSettings()
-        # Per box and row (B, R, n_in): the box corner minimising the last output bound taken, where
-        # that bound is tight the likeliest counterexample (as an LP optimum would be).
-        self.last_corners: np.ndarray | None = None
 
     def lower_bounds(self, bounds: ChainBounds, objective: Objective, end: int,
                      stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
-                     allowance: bool = True, splits: "dict[int, np.ndarray] | None" = None) -> np.ndarray:
-        """Best lower bound found of each objective row (B, R), less the rounding allowance of
-        step `end`'s input (unless the caller subtracts it). `stop(values)` may end the ascent
-        early (e.g. once every box is refuted). `splits[k]` (B, m) marks ReLU phase decisions at
-        step k's input: -1 where it is >= 0 (active), +1 where it is <= 0 (inactive), 0 elsewhere;
-        each gets a multiplier of its own, optimised too (beta-CROWN): the bound then respects the
-        decisions over the whole input box, not only through the decided neurons' own bounds."""
+                     allowance: bool = True) -> np.ndarray:
+        """Best lower bound found of each objective row (B, R); see optimise."""
+        return self.optimise(bounds, objective, end, stop, iterations, allowance).values
+
+    def optimise(self, bounds: ChainBounds, objective: Objective, end: int,
+                 stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
+                 allowance: bool = True, splits: "dict[int, np.ndarray] | None" = None,
+                 start: SlopeSolution | None = None) -> SlopeSolution:
+        """Lower bounds of each objective row (B, R), less the rounding allowance of step `end`'s
+        input (unless the caller subtracts it). `stop(values)` may end the ascent early (e.g. once
+        every box is refuted). `splits[k]` (B, m) marks ReLU phase decisions at step k's input:
+        -1 where it is >= 0 (active), +1 where it is <= 0 (inactive), 0 elsewhere; each gets a
+        multiplier of its own, optimised too (beta-CROWN): the bound then respects the decisions
+        over the whole input box, not only through the decided neurons' own bounds. The ascent
+        begins from `start`'s slopes and multipliers where given (a parent domain's: any slope in
+        [0, 1] and any non-negative multiplier is sound), else from CROWN's slopes and zero."""
         s = self.settings
         B = bounds.box_lower.shape[0]
         relus = [k for k in range(end) if isinstance(self.chain.steps[k], Activation)]
         M = objective.M.copy() if objective.M is not None else None
         R = M.shape[1] if M is not None else len(objective.b)
-        slopes = {k: self._initial_slopes(bounds, k, R) for k in relus}
         unstable = {k: ((bounds.lower[k] < 0) & (bounds.upper[k] > 0))[:, None, :] for k in relus}
+        slopes = {k: self._initial_slopes(bounds, k, R) for k in relus}
+        if start is not None:
+            slopes = {k: np.where(unstable[k], start.slopes[k], slope) if k in start.slopes else slope
+                      for k, slope in slopes.items()}
         signs = {k: sign[:, None, :].astype(np.float64) for k, sign in (splits or {}).items() if k < end and np.any(sign)}
         betas = {k: np.zeros((B, R, sign.shape[2])) for k, sign in signs.items()}
+        if start is not None:
+            betas = {k: np.where(signs[k] != 0, start.betas[k], 0.0) if k in start.betas else beta
+                     for k, beta in betas.items()}
         adam = _Adam([*relus, "mix", *(("beta", k) for k in signs)])
-        best = None
+        best = corners = None
         iterations = s.iterations if iterations is None else iterations
         for iteration in range(iterations + 1):
             rows = M @ objective.A if M is not None else np.broadcast_to(objective.A, (B,) + objective.A.shape)
@@ -90,8 +116,6 @@ class SlopeOptimiser:
             value = value - rhs
             if allowance:
                 value = value - np.einsum("brm,bm->br", np.abs(rows), bounds.slack[end])
-            if end == len(self.chain.steps):
-                self.last_corners = corners
             best = value if best is None else np.maximum(best, value)
             if iteration == iterations or (stop is not None and stop(best)):
                 break
@@ -106,8 +130,8 @@ class SlopeOptimiser:
                 step = adam.step("mix", np.where(objective.free, grad_mix, 0.0))
                 mixed = np.where(objective.free, np.maximum(M + s.mix_step_size * step, 0.0), 0.0)
                 mixed = mixed / np.maximum(mixed.sum(axis=2, keepdims=True), 1e-12)
-                M = np.where(objective.free.any(axis=1)[:, None], mixed, M)
-        return best
+                M = np.where(objective.free.any(axis=-1)[..., None], mixed, M)
+        return SlopeSolution(best, slopes, betas, corners)
 
     def row_bound(self, iterations: int) -> RowBound:
         """Optimised slopes in place of back-substitution for the hidden neurons' bounds

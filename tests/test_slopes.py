@@ -46,10 +46,10 @@ def test_gradient_matches_finite_differences(tmp_path):
     assert np.isclose((changed - value)[0, 0] / 1e-6, grad_rows[0, 0, 1], atol=1e-4)
 
 
-def test_last_corners_are_box_corners_attaining_a_sound_bound(tmp_path):
+def test_corners_are_box_corners_attaining_a_sound_bound(tmp_path):
     bounds, optimiser, end = _root_of(tmp_path)
-    values = optimiser.lower_bounds(bounds, Objective(ROWS, np.zeros(3)), end)
-    corners = optimiser.last_corners[0]                                    # (R, n)
+    solution = optimiser.optimise(bounds, Objective(ROWS, np.zeros(3)), end)
+    values, corners = solution.values, solution.corners[0]                 # (R, n)
     lo, hi = bounds.box_lower[0], bounds.box_upper[0]
     assert np.all((corners == lo) | (corners == hi))
     y = optimiser.chain.forward(corners)
@@ -88,8 +88,8 @@ def _split_bounds(tmp_path, seed: int):
         fixed = [(k, mask, none)] if active else [(k, none, mask)]
         bounds = propagator.forward(lower[None], upper[None], fixed=fixed)
         objective = Objective(ROWS, np.zeros(3))
-        with_beta = optimiser.lower_bounds(bounds, objective, len(chain.steps),
-                                           splits={k: np.where(mask, -1.0 if active else 1.0, 0.0)})
+        with_beta = optimiser.optimise(bounds, objective, len(chain.steps),
+                                       splits={k: np.where(mask, -1.0 if active else 1.0, 0.0)}).values
         without = optimiser.lower_bounds(bounds, objective, len(chain.steps))
         inside = values[k][:, j] >= 0 if active else values[k][:, j] <= 0
         yield values[-1][inside] @ ROWS.T, with_beta[0], without[0]
