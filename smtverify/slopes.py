@@ -81,57 +81,50 @@ class SlopeOptimiser:
     def optimise(self, bounds: ChainBounds, objective: Objective, end: int,
                  stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
                  allowance: bool = True, splits: "dict[int, np.ndarray] | None" = None,
-                 start: SlopeSolution | None = None) -> SlopeSolution:
+                 start: SlopeSolution | None = None,
+                 finished: "Callable[[np.ndarray], np.ndarray] | None" = None) -> SlopeSolution:
         """Lower bounds of each objective row (B, R), less the rounding allowance of step `end`'s
         input (unless the caller subtracts it). `stop(values)` may end the ascent early (e.g. once
-        every box is refuted). `splits[k]` (B, m) marks ReLU phase decisions at step k's input:
-        -1 where it is >= 0 (active), +1 where it is <= 0 (inactive), 0 elsewhere; each gets a
-        multiplier of its own, optimised too (beta-CROWN): the bound then respects the decisions
-        over the whole input box, not only through the decided neurons' own bounds. The ascent
-        begins from `start`'s slopes and multipliers where given (a parent domain's: any slope in
-        [0, 1] and any non-negative multiplier is sound), else from CROWN's slopes and zero."""
+        every box is refuted); `finished(values)` (B,) marks boxes whose ascent may end, which are
+        dropped from it (a refuted row of a ReLU-splitting domain). `splits[k]` (B, m) marks ReLU
+        phase decisions at step k's input: -1 where it is >= 0 (active), +1 where it is <= 0
+        (inactive), 0 elsewhere; each gets a multiplier of its own, optimised too (beta-CROWN):
+        the bound then respects the decisions over the whole input box, not only through the
+        decided neurons' own bounds. The ascent begins from `start`'s slopes and multipliers where
+        given (a parent domain's: any slope in [0, 1] and any non-negative multiplier is sound),
+        else from CROWN's slopes and zero."""
         s = self.settings
+        ascent = _Ascent.begin(self, bounds, objective, end, splits, start)
         B = bounds.box_lower.shape[0]
-        relus = [k for k in range(end) if isinstance(self.chain.steps[k], Activation)]
-        M = objective.M.copy() if objective.M is not None else None
-        R = M.shape[1] if M is not None else len(objective.b)
-        unstable = {k: ((bounds.lower[k] < 0) & (bounds.upper[k] > 0))[:, None, :] for k in relus}
-        slopes = {k: self._initial_slopes(bounds, k, R) for k in relus}
-        if start is not None:
-            slopes = {k: np.where(unstable[k], start.slopes[k], slope) if k in start.slopes else slope
-                      for k, slope in slopes.items()}
-        signs = {k: sign[:, None, :].astype(np.float64) for k, sign in (splits or {}).items() if k < end and np.any(sign)}
-        betas = {k: np.zeros((B, R, sign.shape[2])) for k, sign in signs.items()}
-        if start is not None:
-            betas = {k: np.where(signs[k] != 0, start.betas[k], 0.0) if k in start.betas else beta
-                     for k, beta in betas.items()}
-        adam = _Adam([*relus, "mix", *(("beta", k) for k in signs)])
-        best = corners = None
+        R = ascent.M.shape[1] if ascent.M is not None else len(objective.b)
+        best, corners = np.full((B, R), -np.inf), None
+        kept = ({k: v.copy() for k, v in ascent.slopes.items()}, {k: v.copy() for k, v in ascent.betas.items()})
         iterations = s.iterations if iterations is None else iterations
         for iteration in range(iterations + 1):
-            rows = M @ objective.A if M is not None else np.broadcast_to(objective.A, (B,) + objective.A.shape)
-            terms = {k: betas[k] * signs[k] for k in signs}
-            value, grad_slopes, grad_lam, grad_terms, corners = self._bound_and_gradient(bounds, rows, slopes, end, terms)
-            rhs = M @ objective.b if M is not None else objective.b
+            if ascent.M is not None:
+                rows, rhs = ascent.M @ objective.A, ascent.M @ objective.b
+            else:
+                rows, rhs = np.broadcast_to(objective.A, (len(ascent.live),) + objective.A.shape), objective.b
+            terms = {k: ascent.betas[k] * ascent.signs[k] for k in ascent.signs}
+            value, grad_slopes, grad_lam, grad_terms, found = self._bound_and_gradient(
+                ascent.bounds, rows, ascent.slopes, end, terms)
             value = value - rhs
             if allowance:
-                value = value - np.einsum("brm,bm->br", np.abs(rows), bounds.slack[end])
-            best = value if best is None else np.maximum(best, value)
+                value = value - np.einsum("brm,bm->br", np.abs(rows), ascent.bounds.slack[end])
+            best[ascent.live] = np.maximum(best[ascent.live], value)
+            if corners is None:
+                corners = np.zeros((B,) + found.shape[1:])
+            corners[ascent.live] = found
             if iteration == iterations or (stop is not None and stop(best)):
                 break
-            for k in relus:
-                step = adam.step(k, np.where(unstable[k], grad_slopes[k], 0.0))
-                slopes[k] = np.clip(slopes[k] + s.step_size * step, 0.0, 1.0)
-            for k in signs:
-                step = adam.step(("beta", k), grad_terms[k] * signs[k])
-                betas[k] = np.maximum(betas[k] + s.beta_step_size * step, 0.0)
-            if objective.free is not None and np.any(objective.free):
-                grad_mix = grad_lam @ objective.A.T - objective.b
-                step = adam.step("mix", np.where(objective.free, grad_mix, 0.0))
-                mixed = np.where(objective.free, np.maximum(M + s.mix_step_size * step, 0.0), 0.0)
-                mixed = mixed / np.maximum(mixed.sum(axis=2, keepdims=True), 1e-12)
-                M = np.where(objective.free.any(axis=-1)[..., None], mixed, M)
-        return SlopeSolution(best, slopes, betas, corners)
+            if finished is not None:
+                live = ascent.drop(finished(best)[ascent.live], *kept)
+                if not len(ascent.live):
+                    break
+                grad_slopes, grad_lam, grad_terms = _subset_gradients(live, grad_slopes, grad_lam, grad_terms)
+            ascent.climb(s, objective, grad_slopes, grad_lam, grad_terms)
+        ascent.drop(np.ones(len(ascent.live), bool), *kept)
+        return SlopeSolution(best, *kept, corners)
 
     def row_bound(self, iterations: int) -> RowBound:
         """Optimised slopes in place of back-substitution for the hidden neurons' bounds
@@ -190,6 +183,88 @@ class SlopeOptimiser:
                 grad_slopes[k] = G * seen[k]
                 G = np.where(positive, G * slopes[k], G * r.upper_slope[:, None, :] + r.upper_offset[:, None, :])
         return value, grad_slopes, G, grad_terms, corners
+
+
+@dataclass
+class _Ascent:
+    """The per-box state of one ascent, for the boxes still in it (`live`: their indices)."""
+
+    bounds: ChainBounds
+    M: np.ndarray | None                 # (B, R, Q) objective rows as combinations of base rows (None: those rows)
+    free: np.ndarray | None
+    slopes: dict[int, np.ndarray]
+    unstable: dict[int, np.ndarray]
+    signs: dict[int, np.ndarray]
+    betas: dict[int, np.ndarray]
+    adam: "_Adam"
+    live: np.ndarray
+
+    @classmethod
+    def begin(cls, optimiser: "SlopeOptimiser", bounds: ChainBounds, objective: Objective, end: int,
+              splits: "dict[int, np.ndarray] | None", start: SlopeSolution | None) -> "_Ascent":
+        B = bounds.box_lower.shape[0]
+        relus = [k for k in range(end) if isinstance(optimiser.chain.steps[k], Activation)]
+        M = objective.M.copy() if objective.M is not None else None
+        R = M.shape[1] if M is not None else len(objective.b)
+        unstable = {k: ((bounds.lower[k] < 0) & (bounds.upper[k] > 0))[:, None, :] for k in relus}
+        slopes = {k: optimiser._initial_slopes(bounds, k, R) for k in relus}
+        if start is not None:
+            slopes = {k: np.where(unstable[k], start.slopes[k], slope) if k in start.slopes else slope
+                      for k, slope in slopes.items()}
+        signs = {k: sign[:, None, :].astype(np.float64) for k, sign in (splits or {}).items() if k < end and np.any(sign)}
+        betas = {k: np.zeros((B, R, sign.shape[2])) for k, sign in signs.items()}
+        if start is not None:
+            betas = {k: np.where(signs[k] != 0, start.betas[k], 0.0) if k in start.betas else beta
+                     for k, beta in betas.items()}
+        free = objective.free if objective.free is not None and np.any(objective.free) else None
+        adam = _Adam([*relus, "mix", *(("beta", k) for k in signs)])
+        return cls(bounds, M, free, slopes, unstable, signs, betas, adam, np.arange(B))
+
+    def climb(self, s: SlopeSettings, objective: Objective, grad_slopes: dict, grad_lam: np.ndarray,
+              grad_terms: dict) -> None:
+        """One projected Adam step of the slopes, multipliers and combination weights."""
+        for k in self.slopes:
+            step = self.adam.step(k, np.where(self.unstable[k], grad_slopes[k], 0.0))
+            self.slopes[k] = np.clip(self.slopes[k] + s.step_size * step, 0.0, 1.0)
+        for k in self.signs:
+            step = self.adam.step(("beta", k), grad_terms[k] * self.signs[k])
+            self.betas[k] = np.maximum(self.betas[k] + s.beta_step_size * step, 0.0)
+        if self.free is not None:
+            grad_mix = grad_lam @ objective.A.T - objective.b
+            step = self.adam.step("mix", np.where(self.free, grad_mix, 0.0))
+            mixed = np.where(self.free, np.maximum(self.M + s.mix_step_size * step, 0.0), 0.0)
+            mixed = mixed / np.maximum(mixed.sum(axis=2, keepdims=True), 1e-12)
+            self.M = np.where(self.free.any(axis=-1)[..., None], mixed, self.M)
+
+    def drop(self, done: np.ndarray, slopes: dict[int, np.ndarray], betas: dict[int, np.ndarray]) -> np.ndarray:
+        """Boxes `done` (a mask over live ones) leave the ascent, their slopes and multipliers
+        written to `slopes` and `betas` (over all boxes); only once an eighth of them are done
+        (each drop copies the state). Returns the mask of the boxes kept."""
+        if not np.any(done) or (done.sum() < len(done) / 8 and not np.all(done)):
+            return np.ones(len(done), bool)
+        gone, keep = self.live[done], ~done
+        for mine, theirs in ((self.slopes, slopes), (self.betas, betas)):
+            for k in mine:
+                theirs[k][gone] = mine[k][done]
+                mine[k] = mine[k][keep]
+        self.bounds = self.bounds.subset(keep)
+        if self.M is not None:
+            self.M = self.M[keep]
+        if self.free is not None and self.free.ndim == 3:
+            self.free = self.free[keep]
+        self.unstable = {k: u[keep] for k, u in self.unstable.items()}
+        self.signs = {k: sign[keep] for k, sign in self.signs.items()}
+        self.adam.moments = {name: (m[keep], v[keep]) for name, (m, v) in self.adam.moments.items()}
+        self.live = self.live[keep]
+        return keep
+
+
+def _subset_gradients(keep: np.ndarray, grad_slopes: dict, grad_lam: np.ndarray, grad_terms: dict):
+    """The gradients of the boxes kept in an ascent."""
+    if np.all(keep):
+        return grad_slopes, grad_lam, grad_terms
+    return ({k: g[keep] for k, g in grad_slopes.items()}, grad_lam[keep],
+            {k: g[keep] for k, g in grad_terms.items()})
 
 
 class _Adam:

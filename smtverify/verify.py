@@ -566,7 +566,8 @@ class Verifier:
                 bounds.subset(domains.domain), slope_rows.objective_of(domains.row[:, None]), len(self.chain.steps),
                 splits={k: sign[domains.domain] for k, sign in signs.items()},
                 iterations=self.settings.split_slope_iterations, start=domains.start(),
-                stop=lambda v: bool(np.all((slope_rows.margins(domains.full(v)) > 0) | empty)))
+                stop=lambda v: bool(np.all((slope_rows.margins(domains.full(v)) > 0) | empty)),
+                finished=lambda v: (v[:, 0] > 0) | empty[domains.domain])
             values = domains.full(solution.values)
             margins = np.where(empty, np.inf, slope_rows.margins(values))
             refuted = margins > 0

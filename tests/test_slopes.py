@@ -56,6 +56,25 @@ def test_corners_are_box_corners_attaining_a_sound_bound(tmp_path):
     assert np.all(np.diag(y @ ROWS.T) >= values[0])
 
 
+def test_finished_boxes_leave_the_ascent_with_the_bounds_they_had(tmp_path):
+    """Boxes dropped after the first evaluation keep its (CROWN) bound and slopes; the others go on
+    to the same bounds and slopes as an ascent without dropping."""
+    network, lower, upper = network_and_box(tmp_path, 3)
+    chain = to_chain(network)
+    propagator = BoundPropagator(chain)
+    boxes = np.stack([lower, (lower + upper) / 2, lower])
+    bounds = propagator.forward(boxes, np.stack([upper, upper, (lower + upper) / 2]))
+    optimiser, end, objective = SlopeOptimiser(propagator), len(chain.steps), Objective(ROWS, np.zeros(3))
+    whole = optimiser.optimise(bounds, objective, end)
+    first = optimiser.optimise(bounds, objective, end, iterations=0)
+    dropping = optimiser.optimise(bounds, objective, end, finished=lambda v: np.array([True, False, True]))
+    assert np.array_equal(dropping.values[[0, 2]], first.values[[0, 2]])
+    assert np.allclose(dropping.values[1], whole.values[1])
+    for k in whole.slopes:
+        assert np.array_equal(dropping.slopes[k][[0, 2]], first.slopes[k][[0, 2]])
+        assert np.allclose(dropping.slopes[k][1], whole.slopes[k][1])
+
+
 def test_gradient_of_split_terms_matches_finite_differences(tmp_path):
     bounds, optimiser, end = _root_of(tmp_path)
     slopes = {k: r.lower_slope[:, None, :].repeat(len(ROWS), axis=1) for k, r in bounds.relaxations.items()}
