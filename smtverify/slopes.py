@@ -126,6 +126,27 @@ class SlopeOptimiser:
         ascent.drop(np.ones(len(ascent.live), bool), *kept)
         return SlopeSolution(best, *kept, corners)
 
+    def with_fixed(self, bounds: ChainBounds, objective: Objective, end: int, solution: SlopeSolution,
+                   boxes: np.ndarray, splits: dict[int, np.ndarray],
+                   fixed: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """Each box's objective rows bounded once (E, R), with the slopes and multipliers of
+        `solution`'s boxes `boxes` and one more ReLU decided: (step, neuron, active) per box, its
+        relaxation replaced by the identity or zero. A child domain's bound without an ascent, to
+        choose the branch by; `bounds` must be the box's own copy (it is changed). No rounding
+        allowance: an estimate, never a proof."""
+        steps, neurons, active = fixed
+        at = np.arange(len(boxes))
+        slopes = {k: v[boxes] for k, v in solution.slopes.items()}
+        for k in np.unique(steps):
+            mine = steps == k
+            r = bounds.relaxations[k]
+            r.upper_slope[at[mine], neurons[mine]] = active[mine]
+            r.upper_offset[at[mine], neurons[mine]] = 0.0
+            slopes[k][at[mine], :, neurons[mine]] = active[mine][:, None]
+        terms = {k: solution.betas[k][boxes] * sign[:, None, :] for k, sign in splits.items() if k in solution.betas}
+        rows = objective.M @ objective.A
+        return self._bound_and_gradient(bounds, rows, slopes, end, terms)[0] - objective.M @ objective.b
+
     def row_bound(self, iterations: int) -> RowBound:
         """Optimised slopes in place of back-substitution for the hidden neurons' bounds
         (BoundPropagator.forward's row_bound; the rounding allowance is added there)."""

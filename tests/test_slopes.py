@@ -115,6 +115,31 @@ def _split_bounds(tmp_path, seed: int):
 
 
 @pytest.mark.parametrize("seed", range(4))
+def test_a_child_estimated_with_its_parents_slopes_is_bounded_below_its_samples(tmp_path, seed):
+    """with_fixed (the branching estimate): each unstable first-layer ReLU decided either way,
+    with the root's optimised slopes, bounds the rows below every sample inside that child."""
+    network, lower, upper = network_and_box(tmp_path, seed)
+    chain = to_chain(network)
+    propagator = BoundPropagator(chain)
+    root = propagator.forward(lower[None], upper[None])
+    optimiser, objective = SlopeOptimiser(propagator), Objective(ROWS, np.zeros(3), np.eye(3)[None])
+    solution = optimiser.optimise(root, objective, len(chain.steps))
+    k = min(root.relaxations)
+    neurons = np.flatnonzero((root.lower[k][0] < 0) & (root.upper[k][0] > 0))
+    sides = np.tile([1.0, 0.0], len(neurons))
+    neurons = np.repeat(neurons, 2)
+    boxes = np.zeros(len(neurons), np.int64)
+    rows = np.broadcast_to(objective.M, (len(boxes), 3, 3))
+    estimate = optimiser.with_fixed(root.subset(boxes), Objective(ROWS, np.zeros(3), rows), len(chain.steps),
+                                    solution, boxes, {}, (np.full(len(boxes), k), neurons, sides))
+    values = chain.forward_all(np.random.default_rng(seed).uniform(lower, upper, (20000, len(lower))))
+    for e, j, active in zip(estimate, neurons, sides):
+        inside = values[k][:, j] >= 0 if active else values[k][:, j] <= 0
+        assert np.all(e <= (values[-1][inside] @ ROWS.T).min(axis=0, initial=np.inf) + 1e-9)
+    assert len(neurons) > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
 def test_split_multipliers_bound_each_branch_soundly(tmp_path, seed):
     for outputs, with_beta, without in _split_bounds(tmp_path, seed):
         assert np.all(with_beta <= outputs.min(axis=0))
