@@ -851,17 +851,17 @@ class _DomainRows:
         return cls(batch, np.repeat(np.arange(len(batch)), [len(r) for r in rows]), np.concatenate(rows))
 
     def start(self) -> SlopeSolution | None:
-        """The parents' slopes and multipliers, one row per pair (None at the root)."""
+        """The parents' slopes and multipliers, one row per pair (None at the root). Every domain
+        has slopes for every ReLU step; multipliers only where it has decisions (zero elsewhere)."""
         if any(node.warm is None for node in self.batch):
             return None
-        stacked = []
-        for field_name in ("slopes", "betas"):
-            parts = [getattr(node.warm, field_name) for node in self.batch]
-            steps = sorted(set().union(*parts))
-            stacked.append({k: np.concatenate([part[k] if k in part else np.zeros((len(node.warm.rows), n))
-                                               for part, node in zip(parts, self.batch)])[:, None, :]
-                            for k in steps for n in [next(part[k].shape[1] for part in parts if k in part)]})
-        return SlopeSolution(None, stacked[0], stacked[1], None)
+        warm = [node.warm for node in self.batch]
+        slopes = {k: _pairs([w.slopes[k] for w in warm]) for k in warm[0].slopes}
+        betas = {}
+        for k in sorted(set().union(*(w.betas for w in warm))):
+            width = next(w.betas[k].shape[1] for w in warm if k in w.betas)
+            betas[k] = _pairs([w.betas.get(k, np.zeros((len(w.rows), width))) for w in warm])
+        return SlopeSolution(None, slopes, betas, None)
 
     def full(self, values: np.ndarray) -> np.ndarray:
         """Every objective row's bound (B, R), from the pairs' (P, 1): the better of the parent's
@@ -883,6 +883,11 @@ class _DomainRows:
         at = [position[int(r)] for r in rows]
         return _Warm(rows, {k: v[at, 0] for k, v in solution.slopes.items()},
                      {k: v[at, 0] for k, v in solution.betas.items()})
+
+
+def _pairs(parts: list[np.ndarray]) -> np.ndarray:
+    """Per-domain arrays (R_d, m) as one (P, 1, m) over all (domain, row) pairs."""
+    return np.concatenate(parts)[:, None, :]
 
 
 def _with_decisions(layers: tuple[list[np.ndarray], list[np.ndarray]], decisions: list[tuple[int, int, bool]],

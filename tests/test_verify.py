@@ -64,10 +64,11 @@ def test_acasxu_sample(net, prop_id, expected):
 
 
 @needs_shared
-def test_a_timeout_says_how_much_of_the_box_input_splitting_proved():
+def test_a_run_stopped_early_says_how_much_of_the_box_input_splitting_proved():
+    """Stopped by a budget of leaves (UNKNOWN), or of seconds on a loaded machine (TIMEOUT)."""
     network, prop, result = decide(SHARED / "acasxu/onnx/ACASXU_run2a_3_3_batch_2000.onnx",
-                                   SHARED / "acasxu/vnnlib/prop_2.vnnlib", timeout=4.0)
-    assert result.verdict is Verdict.TIMEOUT
+                                   SHARED / "acasxu/vnnlib/prop_2.vnnlib", timeout=10.0, max_leaves=200)
+    assert result.verdict in (Verdict.UNKNOWN, Verdict.TIMEOUT)
     assert 0.0 < result.stats["proven_share"] < 1.0
     assert f"{result.stats['proven_share']:.1%} of the input box of case 1 of 1" in result.reason
 
