@@ -135,11 +135,13 @@ def _vec(W, x: np.ndarray) -> np.ndarray:
 
 
 def _right(X: np.ndarray, W) -> np.ndarray:
-    """X[b] @ W for every b: X (B, r, m2) -> (B, r, m)."""
-    if not sparse.issparse(W):
-        return np.matmul(X, W)
+    """X[b] @ W for every b: X (B, r, m2) -> (B, r, m), as one product of (B*r, m2) rows (np.matmul
+    over the batch makes one BLAS call per box: 2-3x slower for MNIST-FC's 256x256 layers)."""
     B, r, m2 = X.shape
-    return np.asarray((W.T @ X.reshape(B * r, m2).T).T).reshape(B, r, -1)
+    flat = X.reshape(B * r, m2)
+    if not sparse.issparse(W):
+        return (flat @ W).reshape(B, r, -1)
+    return np.asarray((W.T @ flat.T).T).reshape(B, r, -1)
 
 
 @dataclass
