@@ -45,6 +45,9 @@ class Settings:
     # ... and local descent from the minimising corners of this many worst open ones (16 -> 4:
     # MNIST-FC 256x4 prop_11 eps 0.05 18.1 s -> 15.8 s; the sat instances it found still found)
     corner_descents: int = 4
+    # ... at most about this share of the splitting's time (every batch's descent took half of it
+    # on MNIST-FC 256x4 prop_11 eps 0.05 once the bounding was fast)
+    corner_descent_share: float = 0.15
     # ... and the ReLUs whose children are bounded to choose the split among (1: the costliest
     # upper side alone). MNIST-FC domains to the proof, 1 / 3 / 6 / 12: 256x4 prop_11 eps 0.05
     # 998 / 842 / 610 / 570; 256x6 prop_7 eps 0.03 282 / 256 / 338 / 504; 256x4 prop_3 eps 0.05 142 / 146.
@@ -198,6 +201,7 @@ class _Progress:
     lp_solves: int = 0
     unconfirmed: int = 0
     min_margin: float = np.inf
+    descent_seconds: float = 0.0        # ReLU splitting: time spent in local descent from domain corners
     proven_share: float | None = None   # input splitting: share of the case's input box proven safe
     extra: dict = field(default_factory=dict)
 
@@ -555,6 +559,7 @@ class Verifier:
         upper side costs the bound most; Z3 decides domains with few unstable ReLUs left."""
         slope_rows = _SlopeRows.of(case)
         stack: list[_Node] = [_Node([], _layer_bounds(root, 0), np.full(len(slope_rows.group), -np.inf))]
+        began = time.perf_counter()
         while stack:
             if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
                 return Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None
@@ -575,7 +580,8 @@ class Verifier:
             values = domains.full(solution.values)
             margins = np.where(empty, np.inf, slope_rows.margins(values))
             refuted = margins > 0
-            found = self._try_domain_corners(case, domains, solution, margins, progress)
+            descend = progress.descent_seconds <= self.settings.corner_descent_share * (time.perf_counter() - began)
+            found = self._try_domain_corners(case, domains, solution, margins, progress, descend)
             if found is not None:
                 return Verdict.UNSAFE, found
             progress.leaves += int(np.sum(refuted))
@@ -639,18 +645,21 @@ class Verifier:
         return chosen
 
     def _try_domain_corners(self, case: Case, domains: _DomainRows, solution: SlopeSolution,
-                            margins: np.ndarray, progress: _Progress):
-        """The box corner minimising each open domain's worst row, and local descent from those:
-        what the LP optima found on sat instances that attacks miss (MNIST-FC 256x2 prop_2 eps 0.03).
-        Descent starts from the corners of the Settings.corner_descents worst domains only."""
+                            margins: np.ndarray, progress: _Progress, descend: bool = True):
+        """The box corner minimising each open domain's worst row, and (if `descend`) local descent
+        from those: what the LP optima found on sat instances that attacks miss (MNIST-FC 256x2
+        prop_2 eps 0.03). Descent starts from the corners of the Settings.corner_descents worst
+        domains only."""
         open_domains = margins <= 0
         if not np.any(open_domains):
             return None
         corners = domains.worst_corners(solution, np.flatnonzero(open_domains))
         found = self._confirm_unsafe(case, list(corners), progress)
-        if found is None:
+        if found is None and descend:
+            start = time.perf_counter()
             starts = corners[np.argsort(margins[open_domains], kind="stable")[:self.settings.corner_descents]]
             found = self._confirm_any(case, attack.descend_from(self.chain, case, starts, steps=30), progress, limit=2)
+            progress.descent_seconds += time.perf_counter() - start
         return found
 
     def _bound_domains(self, case: Case, batch: list["_Node"]) -> tuple[ChainBounds, dict[int, np.ndarray]]:
