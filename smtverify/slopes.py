@@ -11,11 +11,13 @@ A conjunction of rows A y <= b is refuted by any non-negative combination mu wit
 min mu.(A y) > mu.b; such combinations (an Objective's free rows) are optimised the same way.
 
 Only chains of affine steps and ReLUs are optimised; the gradient is taken by hand, in reverse
-through the substitution, so no autodiff library is needed.
+through the substitution, so no autodiff library is needed. The ascent runs in float32 (half the
+memory traffic of its products), as an estimate only: the bounds returned come from one float64
+substitution with the slopes and multipliers it ended with, less its rounding allowance.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -71,6 +73,8 @@ class SlopeOptimiser:
         self.propagator = propagator          # its weights, split once, serve here too
         self.chain = propagator.chain
         self.settings = settings or SlopeSettings()
+        self._single = {k: (step.W.astype(np.float32), step.b.astype(np.float32))
+                        for k, step in enumerate(self.chain.steps) if isinstance(step, Affine)}
 
     def lower_bounds(self, bounds: ChainBounds, objective: Objective, end: int,
                      stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
@@ -92,39 +96,51 @@ class SlopeOptimiser:
         the bound then respects the decisions over the whole input box, not only through the
         decided neurons' own bounds. The ascent begins from `start`'s slopes and multipliers where
         given (a parent domain's: any slope in [0, 1] and any non-negative multiplier is sound),
-        else from CROWN's slopes and zero."""
+        else from CROWN's slopes and zero. `stop` and `finished` see the float32 estimates; the
+        bounds returned are float64 ones, of each row's best state."""
         s = self.settings
         ascent = _Ascent.begin(self, bounds, objective, end, splits, start)
         B = bounds.box_lower.shape[0]
-        R = ascent.M.shape[1] if ascent.M is not None else len(objective.b)
-        best, corners = np.full((B, R), -np.inf), None
-        kept = ({k: v.copy() for k, v in ascent.slopes.items()}, {k: v.copy() for k, v in ascent.betas.items()})
+        estimate = np.full((B, ascent.M.shape[1] if ascent.M is not None else len(objective.b)), -np.inf)
+        kept = ascent.state_arrays(B)
         iterations = s.iterations if iterations is None else iterations
         for iteration in range(iterations + 1):
-            if ascent.M is not None:
-                rows, rhs = ascent.M @ objective.A, ascent.M @ objective.b
-            else:
-                rows, rhs = np.broadcast_to(objective.A, (len(ascent.live),) + objective.A.shape), objective.b
+            rows, rhs = ascent.rows(objective)
             terms = {k: ascent.betas[k] * ascent.signs[k] for k in ascent.signs}
-            value, grad_slopes, grad_lam, grad_terms, found = self._bound_and_gradient(
-                ascent.bounds, rows, ascent.slopes, end, terms)
-            value = value - rhs
+            value, grad_slopes, grad_lam, grad_terms, _ = self._bound_and_gradient(
+                ascent.bounds, rows, ascent.slopes, end, terms, exact=False)
             if allowance:
                 value = value - np.einsum("brm,bm->br", np.abs(rows), ascent.bounds.slack[end])
-            best[ascent.live] = np.maximum(best[ascent.live], value)
-            if corners is None:
-                corners = np.zeros((B,) + found.shape[1:])
-            corners[ascent.live] = found
-            if iteration == iterations or (stop is not None and stop(best)):
+            ascent.remember(value - rhs)
+            estimate[ascent.live] = ascent.best_value
+            if iteration == iterations or (stop is not None and stop(estimate)):
                 break
             if finished is not None:
-                live = ascent.drop(finished(best)[ascent.live], *kept)
+                live = ascent.drop(finished(estimate)[ascent.live], kept)
                 if not len(ascent.live):
                     break
                 grad_slopes, grad_lam, grad_terms = _subset_gradients(live, grad_slopes, grad_lam, grad_terms)
             ascent.climb(s, objective, grad_slopes, grad_lam, grad_terms)
-        ascent.drop(np.ones(len(ascent.live), bool), *kept)
-        return SlopeSolution(best, *kept, corners)
+        ascent.drop(np.ones(len(ascent.live), bool), kept)
+        return self._exact(bounds, objective, end, kept, _signs(splits, end), allowance)
+
+    def _exact(self, bounds: ChainBounds, objective: Objective, end: int, kept: "_State",
+               signs: dict[int, np.ndarray], allowance: bool) -> SlopeSolution:
+        """The sound bounds (float64, less the substitution's rounding allowance) of the slopes,
+        multipliers and combinations each row's ascent estimated best."""
+        slopes = {k: v.astype(np.float64) for k, v in kept.slopes.items()}
+        betas = {k: v.astype(np.float64) for k, v in kept.betas.items()}
+        if kept.M is not None:
+            M = kept.M.astype(np.float64)
+            rows, rhs = M @ objective.A, M @ objective.b
+        else:
+            rows, rhs = np.broadcast_to(objective.A, (len(bounds.box_lower),) + objective.A.shape), objective.b
+        terms = {k: betas[k] * signs[k] for k in signs}
+        value, _, _, _, corners = self._bound_and_gradient(bounds, rows, slopes, end, terms, gradient=False)
+        value = value - rhs
+        if allowance:
+            value = value - np.einsum("brm,bm->br", np.abs(rows), bounds.slack[end])
+        return SlopeSolution(value, slopes, betas, corners)
 
     def with_fixed(self, bounds: ChainBounds, objective: Objective, end: int, solution: SlopeSolution,
                    boxes: np.ndarray, splits: dict[int, np.ndarray],
@@ -132,20 +148,22 @@ class SlopeOptimiser:
         """Each box's objective rows bounded once (E, R), with the slopes and multipliers of
         `solution`'s boxes `boxes` and one more ReLU decided: (step, neuron, active) per box, its
         relaxation replaced by the identity or zero. A child domain's bound without an ascent, to
-        choose the branch by; `bounds` must be the box's own copy (it is changed). No rounding
-        allowance: an estimate, never a proof."""
+        choose the branch by; `bounds` must be the box's own copy (it is changed). In float32: an
+        estimate, never a proof."""
         steps, neurons, active = fixed
         at = np.arange(len(boxes))
-        slopes = {k: v[boxes] for k, v in solution.slopes.items()}
+        slopes = {k: v[boxes].astype(np.float32) for k, v in solution.slopes.items()}
         for k in np.unique(steps):
             mine = steps == k
             r = bounds.relaxations[k]
             r.upper_slope[at[mine], neurons[mine]] = active[mine]
             r.upper_offset[at[mine], neurons[mine]] = 0.0
             slopes[k][at[mine], :, neurons[mine]] = active[mine][:, None]
-        terms = {k: solution.betas[k][boxes] * sign[:, None, :] for k, sign in splits.items() if k in solution.betas}
-        rows = objective.M @ objective.A
-        return self._bound_and_gradient(bounds, rows, slopes, end, terms)[0] - objective.M @ objective.b
+        terms = {k: (solution.betas[k][boxes] * sign[:, None, :]).astype(np.float32)
+                 for k, sign in splits.items() if k in solution.betas}
+        rows = (objective.M @ objective.A).astype(np.float32)
+        value = self._bound_and_gradient(_in_float32(bounds), rows, slopes, end, terms, exact=False, gradient=False)[0]
+        return value - objective.M @ objective.b
 
     def row_bound(self, iterations: int) -> RowBound:
         """Optimised slopes in place of back-substitution for the hidden neurons' bounds
@@ -161,22 +179,27 @@ class SlopeOptimiser:
         return np.broadcast_to(slope[:, None, :], (slope.shape[0], rows, slope.shape[1])).copy()
 
     def _bound_and_gradient(self, bounds: ChainBounds, Lam: np.ndarray, slopes: dict[int, np.ndarray], end: int,
-                            terms: "dict[int, np.ndarray] | None" = None):
+                            terms: "dict[int, np.ndarray] | None" = None, exact: bool = True,
+                            gradient: bool = True):
         """The substitution's bound (less its rounding allowance), and its gradient with respect
         to every step's slopes, to the rows themselves, and to `terms[k]` (B, R, m): coefficients
         added at ReLU step k's input (the split multipliers; reverse mode, by hand); and each row's
-        box corner minimising the bound (B, R, n_in)."""
+        box corner minimising the bound (B, R, n_in). Not `exact`: in float32 (every array given
+        must be float32), an estimate for the ascent, less the allowance the float64 substitution
+        would subtract (else the ascent stops short of what that can prove). Without `gradient`,
+        the gradients are None."""
         terms = terms or {}
         steps = self.chain.steps
-        const = np.zeros(Lam.shape[:2])
+        const = np.zeros(Lam.shape[:2], dtype=Lam.dtype)
         error = SubstitutionError(bounds, Lam.shape[:2])
         seen: dict[int, np.ndarray] = {}
         for k in range(end - 1, -1, -1):
             step = steps[k]
             if isinstance(step, Affine):
+                W, b = (step.W, step.b) if exact else self._single[k]
                 error.affine(self.propagator.signed(step), k, Lam, const)
-                const = const + Lam @ step.b
-                Lam = _right(Lam, step.W)
+                const = const + Lam @ b
+                Lam = _right(Lam, W)
             else:
                 r = bounds.relaxations[k]
                 positive, negative = np.maximum(Lam, 0.0), np.minimum(Lam, 0.0)
@@ -186,16 +209,19 @@ class SlopeOptimiser:
                 error.nonlinear(r, k, Lam_out, const)
                 if k in terms:
                     Lam = Lam + terms[k]
-        error.final(Lam, const)
         lo, hi = bounds.box_lower[:, None, :], bounds.box_upper[:, None, :]
+        error.final(Lam, const)
         value = np.sum(np.where(Lam > 0, Lam * lo, Lam * hi), axis=2) + const - error.total
         G = np.where(Lam > 0, lo, hi)                    # d value / d (coefficients at the input)
         corners = G                                      # ... which is each row's minimising corner of the box
+        if not gradient:
+            return value, None, None, None, corners
         grad_slopes, grad_terms = {}, {}
         for k in range(end):
             step = steps[k]
             if isinstance(step, Affine):
-                G = _right(G, step.W.T) + step.b
+                W, b = (step.W, step.b) if exact else self._single[k]
+                G = _right(G, W.T) + b
             else:
                 r = bounds.relaxations[k]
                 if k in terms:
@@ -207,10 +233,20 @@ class SlopeOptimiser:
 
 
 @dataclass
-class _Ascent:
-    """The per-box state of one ascent, for the boxes still in it (`live`: their indices)."""
+class _State:
+    """What an ascent optimises, over all its boxes (B, R, ...): slopes and multipliers per ReLU
+    step, and the combination weights (None: the objective's rows as they are)."""
 
-    bounds: ChainBounds
+    slopes: dict[int, np.ndarray]
+    betas: dict[int, np.ndarray]
+    M: np.ndarray | None
+
+
+@dataclass
+class _Ascent:
+    """The per-box state of one ascent (float32), for the boxes still in it (`live`: their indices)."""
+
+    bounds: ChainBounds                  # the live boxes' bounds, their relaxations in float32
     M: np.ndarray | None                 # (B, R, Q) objective rows as combinations of base rows (None: those rows)
     free: np.ndarray | None
     slopes: dict[int, np.ndarray]
@@ -219,27 +255,56 @@ class _Ascent:
     betas: dict[int, np.ndarray]
     adam: "_Adam"
     live: np.ndarray
+    best: _State | None = None            # the live boxes' state at their best estimate so far, row by row
+    best_value: np.ndarray | None = None
 
     @classmethod
     def begin(cls, optimiser: "SlopeOptimiser", bounds: ChainBounds, objective: Objective, end: int,
               splits: "dict[int, np.ndarray] | None", start: SlopeSolution | None) -> "_Ascent":
         B = bounds.box_lower.shape[0]
         relus = [k for k in range(end) if isinstance(optimiser.chain.steps[k], Activation)]
-        M = objective.M.copy() if objective.M is not None else None
+        M = objective.M.astype(np.float32) if objective.M is not None else None
         R = M.shape[1] if M is not None else len(objective.b)
         unstable = {k: ((bounds.lower[k] < 0) & (bounds.upper[k] > 0))[:, None, :] for k in relus}
         slopes = {k: optimiser._initial_slopes(bounds, k, R) for k in relus}
         if start is not None:
             slopes = {k: np.where(unstable[k], start.slopes[k], slope) if k in start.slopes else slope
                       for k, slope in slopes.items()}
-        signs = {k: sign[:, None, :].astype(np.float64) for k, sign in (splits or {}).items() if k < end and np.any(sign)}
+        signs = _signs(splits, end)
         betas = {k: np.zeros((B, R, sign.shape[2])) for k, sign in signs.items()}
         if start is not None:
             betas = {k: np.where(signs[k] != 0, start.betas[k], 0.0) if k in start.betas else beta
                      for k, beta in betas.items()}
         free = objective.free if objective.free is not None and np.any(objective.free) else None
         adam = _Adam([*relus, "mix", *(("beta", k) for k in signs)])
-        return cls(bounds, M, free, slopes, unstable, signs, betas, adam, np.arange(B))
+        single = {k: v.astype(np.float32) for k, v in slopes.items()}, {k: v.astype(np.float32) for k, v in betas.items()}
+        return cls(_in_float32(bounds), M, free, single[0], unstable, {k: v.astype(np.float32) for k, v in signs.items()},
+                   single[1], adam, np.arange(B))
+
+    def rows(self, objective: Objective) -> tuple[np.ndarray, np.ndarray]:
+        """The live boxes' rows (B, R, n_out) and right-hand sides, in float32."""
+        A, b = objective.A.astype(np.float32), objective.b.astype(np.float32)
+        if self.M is not None:
+            return self.M @ A, self.M @ b
+        return np.broadcast_to(A, (len(self.live),) + A.shape), b
+
+    def remember(self, value: np.ndarray) -> None:
+        """Keep each row's state where its estimate `value` (live boxes, R) is the best yet."""
+        if self.best is None:
+            self.best = _State(dict(self.slopes), dict(self.betas), self.M)
+            self.best_value = value
+            return
+        better = value > self.best_value
+        self.best_value = np.maximum(value, self.best_value)
+        self.best = _State({k: np.where(better[:, :, None], v, self.best.slopes[k]) for k, v in self.slopes.items()},
+                           {k: np.where(better[:, :, None], v, self.best.betas[k]) for k, v in self.betas.items()},
+                           np.where(better[:, :, None], self.M, self.best.M) if self.M is not None else None)
+
+    def state_arrays(self, B: int) -> _State:
+        """Arrays for every box's final state, filled as boxes leave the ascent."""
+        return _State({k: np.empty((B,) + v.shape[1:], np.float32) for k, v in self.slopes.items()},
+                      {k: np.empty((B,) + v.shape[1:], np.float32) for k, v in self.betas.items()},
+                      np.empty((B,) + self.M.shape[1:], np.float32) if self.M is not None else None)
 
     def climb(self, s: SlopeSettings, objective: Objective, grad_slopes: dict, grad_lam: np.ndarray,
               grad_terms: dict) -> None:
@@ -251,26 +316,31 @@ class _Ascent:
             step = self.adam.step(("beta", k), grad_terms[k] * self.signs[k])
             self.betas[k] = np.maximum(self.betas[k] + s.beta_step_size * step, 0.0)
         if self.free is not None:
-            grad_mix = grad_lam @ objective.A.T - objective.b
+            grad_mix = grad_lam @ objective.A.T.astype(np.float32) - objective.b.astype(np.float32)
             step = self.adam.step("mix", np.where(self.free, grad_mix, 0.0))
             mixed = np.where(self.free, np.maximum(self.M + s.mix_step_size * step, 0.0), 0.0)
             mixed = mixed / np.maximum(mixed.sum(axis=2, keepdims=True), 1e-12)
             self.M = np.where(self.free.any(axis=-1)[..., None], mixed, self.M)
 
-    def drop(self, done: np.ndarray, slopes: dict[int, np.ndarray], betas: dict[int, np.ndarray]) -> np.ndarray:
-        """Boxes `done` (a mask over live ones) leave the ascent, their slopes and multipliers
-        written to `slopes` and `betas` (over all boxes); only once an eighth of them are done
-        (each drop copies the state). Returns the mask of the boxes kept."""
+    def drop(self, done: np.ndarray, kept: _State) -> np.ndarray:
+        """Boxes `done` (a mask over live ones) leave the ascent, their best state written to `kept`;
+        only once an eighth of them are done (each drop copies the state). Returns the mask of
+        the boxes kept."""
         if not np.any(done) or (done.sum() < len(done) / 8 and not np.all(done)):
             return np.ones(len(done), bool)
         gone, keep = self.live[done], ~done
-        for mine, theirs in ((self.slopes, slopes), (self.betas, betas)):
+        for best, theirs in ((self.best.slopes, kept.slopes), (self.best.betas, kept.betas)):
+            for k in best:
+                theirs[k][gone] = best[k][done]
+                best[k] = best[k][keep]
+        for mine in (self.slopes, self.betas):
             for k in mine:
-                theirs[k][gone] = mine[k][done]
                 mine[k] = mine[k][keep]
+        self.best_value = self.best_value[keep]
         self.bounds = self.bounds.subset(keep)
         if self.M is not None:
-            self.M = self.M[keep]
+            kept.M[gone] = self.best.M[done]
+            self.best.M, self.M = self.best.M[keep], self.M[keep]
         if self.free is not None and self.free.ndim == 3:
             self.free = self.free[keep]
         self.unstable = {k: u[keep] for k, u in self.unstable.items()}
@@ -278,6 +348,19 @@ class _Ascent:
         self.adam.moments = {name: (m[keep], v[keep]) for name, (m, v) in self.adam.moments.items()}
         self.live = self.live[keep]
         return keep
+
+
+def _signs(splits: "dict[int, np.ndarray] | None", end: int) -> dict[int, np.ndarray]:
+    """The ReLU decisions before step `end` that decide something, as (B, 1, m) signs."""
+    return {k: sign[:, None, :].astype(np.float64) for k, sign in (splits or {}).items() if k < end and np.any(sign)}
+
+
+def _in_float32(bounds: ChainBounds) -> ChainBounds:
+    """The box and the ReLUs' upper sides in float32, for the ascent's estimates."""
+    relaxations = {k: replace(r, upper_slope=r.upper_slope.astype(np.float32),
+                              upper_offset=r.upper_offset.astype(np.float32)) for k, r in bounds.relaxations.items()}
+    return ChainBounds(bounds.lower, bounds.upper, bounds.slack, relaxations,
+                       bounds.box_lower.astype(np.float32), bounds.box_upper.astype(np.float32))
 
 
 def _subset_gradients(keep: np.ndarray, grad_slopes: dict, grad_lam: np.ndarray, grad_terms: dict):

@@ -114,6 +114,27 @@ def _split_bounds(tmp_path, seed: int):
         yield values[-1][inside] @ ROWS.T, with_beta[0], without[0]
 
 
+def test_the_bounds_returned_are_the_float64_substitution_of_the_state_returned(tmp_path):
+    """The ascent runs in float32, as an estimate; what it returns must be the float64 bound, less
+    its rounding allowance, of the slopes and multipliers it returns (a float32 value is not sound)."""
+    network, lower, upper = network_and_box(tmp_path, 1)
+    chain = to_chain(network)
+    propagator = BoundPropagator(chain)
+    root, end = propagator.forward(lower[None], upper[None]), len(chain.steps)
+    k = min(root.relaxations)
+    unstable = (root.lower[k] < 0) & (root.upper[k] > 0)
+    optimiser, multipliers = SlopeOptimiser(propagator), 0.0
+    for side in (-1.0, 1.0):                                       # the first unstable ReLU active, inactive
+        split = np.where(unstable & (np.cumsum(unstable) == 1), side, 0.0)
+        solution = optimiser.optimise(root, Objective(ROWS, np.zeros(3)), end, splits={k: split})
+        assert all(v.dtype == np.float64 for v in [*solution.slopes.values(), *solution.betas.values()])
+        multipliers += solution.betas[k].sum()
+        terms = {k: solution.betas[k] * split[:, None, :]}
+        exact = optimiser._bound_and_gradient(root, ROWS[None].copy(), solution.slopes, end, terms)[0]
+        assert np.allclose(solution.values, exact - np.abs(ROWS) @ root.slack[end][0], rtol=0, atol=1e-12)
+    assert multipliers > 0
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_a_child_estimated_with_its_parents_slopes_is_bounded_below_its_samples(tmp_path, seed):
     """with_fixed (the branching estimate): each unstable first-layer ReLU decided either way,
