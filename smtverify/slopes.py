@@ -102,7 +102,7 @@ class SlopeOptimiser:
         ascent = _Ascent.begin(self, bounds, objective, end, splits, start)
         B = bounds.box_lower.shape[0]
         estimate = np.full((B, ascent.M.shape[1] if ascent.M is not None else len(objective.b)), -np.inf)
-        kept = ascent.state_arrays(B)
+        best, last = ascent.state_arrays(B), ascent.state_arrays(B)
         iterations = s.iterations if iterations is None else iterations
         for iteration in range(iterations + 1):
             rows, rhs = ascent.rows(objective)
@@ -116,22 +116,24 @@ class SlopeOptimiser:
             if iteration == iterations or (stop is not None and stop(estimate)):
                 break
             if finished is not None:
-                live = ascent.drop(finished(estimate)[ascent.live], kept)
+                live = ascent.drop(finished(estimate)[ascent.live], best, last)
                 if not len(ascent.live):
                     break
                 grad_slopes, grad_lam, grad_terms = _subset_gradients(live, grad_slopes, grad_lam, grad_terms)
             ascent.climb(s, objective, grad_slopes, grad_lam, grad_terms)
-        ascent.drop(np.ones(len(ascent.live), bool), kept)
-        return self._exact(bounds, objective, end, kept, _signs(splits, end), allowance)
+        ascent.drop(np.ones(len(ascent.live), bool), best, last)
+        values, corners = self._exact(bounds, objective, end, best, _signs(splits, end), allowance)
+        return SlopeSolution(values, {k: v.astype(np.float64) for k, v in last.slopes.items()},
+                             {k: v.astype(np.float64) for k, v in last.betas.items()}, corners)
 
-    def _exact(self, bounds: ChainBounds, objective: Objective, end: int, kept: "_State",
-               signs: dict[int, np.ndarray], allowance: bool) -> SlopeSolution:
+    def _exact(self, bounds: ChainBounds, objective: Objective, end: int, state: "_State",
+               signs: dict[int, np.ndarray], allowance: bool) -> tuple[np.ndarray, np.ndarray]:
         """The sound bounds (float64, less the substitution's rounding allowance) of the slopes,
-        multipliers and combinations each row's ascent estimated best."""
-        slopes = {k: v.astype(np.float64) for k, v in kept.slopes.items()}
-        betas = {k: v.astype(np.float64) for k, v in kept.betas.items()}
-        if kept.M is not None:
-            M = kept.M.astype(np.float64)
+        multipliers and combinations each row's ascent estimated best, and their minimising corners."""
+        slopes = {k: v.astype(np.float64) for k, v in state.slopes.items()}
+        betas = {k: v.astype(np.float64) for k, v in state.betas.items()}
+        if state.M is not None:
+            M = state.M.astype(np.float64)
             rows, rhs = M @ objective.A, M @ objective.b
         else:
             rows, rhs = np.broadcast_to(objective.A, (len(bounds.box_lower),) + objective.A.shape), objective.b
@@ -140,7 +142,7 @@ class SlopeOptimiser:
         value = value - rhs
         if allowance:
             value = value - np.einsum("brm,bm->br", np.abs(rows), bounds.slack[end])
-        return SlopeSolution(value, slopes, betas, corners)
+        return value, corners
 
     def with_fixed(self, bounds: ChainBounds, objective: Objective, end: int, solution: SlopeSolution,
                    boxes: np.ndarray, splits: dict[int, np.ndarray],
@@ -322,24 +324,24 @@ class _Ascent:
             mixed = mixed / np.maximum(mixed.sum(axis=2, keepdims=True), 1e-12)
             self.M = np.where(self.free.any(axis=-1)[..., None], mixed, self.M)
 
-    def drop(self, done: np.ndarray, kept: _State) -> np.ndarray:
-        """Boxes `done` (a mask over live ones) leave the ascent, their best state written to `kept`;
+    def drop(self, done: np.ndarray, best: _State, last: _State) -> np.ndarray:
+        """Boxes `done` (a mask over live ones) leave the ascent, their best and last states written
+        to `best` and `last` (a sub-domain starts from the last: restarting from the best would undo
+        the ascent's first steps, which often lose before they gain);
         only once an eighth of them are done (each drop copies the state). Returns the mask of
         the boxes kept."""
         if not np.any(done) or (done.sum() < len(done) / 8 and not np.all(done)):
             return np.ones(len(done), bool)
         gone, keep = self.live[done], ~done
-        for best, theirs in ((self.best.slopes, kept.slopes), (self.best.betas, kept.betas)):
-            for k in best:
-                theirs[k][gone] = best[k][done]
-                best[k] = best[k][keep]
-        for mine in (self.slopes, self.betas):
+        for mine, theirs in ((self.best.slopes, best.slopes), (self.best.betas, best.betas),
+                             (self.slopes, last.slopes), (self.betas, last.betas)):
             for k in mine:
+                theirs[k][gone] = mine[k][done]
                 mine[k] = mine[k][keep]
         self.best_value = self.best_value[keep]
         self.bounds = self.bounds.subset(keep)
         if self.M is not None:
-            kept.M[gone] = self.best.M[done]
+            best.M[gone] = self.best.M[done]
             self.best.M, self.M = self.best.M[keep], self.M[keep]
         if self.free is not None and self.free.ndim == 3:
             self.free = self.free[keep]

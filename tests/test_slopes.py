@@ -116,7 +116,8 @@ def _split_bounds(tmp_path, seed: int):
 
 def test_the_bounds_returned_are_the_float64_substitution_of_the_state_returned(tmp_path):
     """The ascent runs in float32, as an estimate; what it returns must be the float64 bound, less
-    its rounding allowance, of the slopes and multipliers it returns (a float32 value is not sound)."""
+    its rounding allowance, of a state it reached (a float32 value is not sound): with no steps,
+    the start's slopes and multipliers, which it returns."""
     network, lower, upper = network_and_box(tmp_path, 1)
     chain = to_chain(network)
     propagator = BoundPropagator(chain)
@@ -126,7 +127,9 @@ def test_the_bounds_returned_are_the_float64_substitution_of_the_state_returned(
     optimiser, multipliers = SlopeOptimiser(propagator), 0.0
     for side in (-1.0, 1.0):                                       # the first unstable ReLU active, inactive
         split = np.where(unstable & (np.cumsum(unstable) == 1), side, 0.0)
-        solution = optimiser.optimise(root, Objective(ROWS, np.zeros(3)), end, splits={k: split})
+        ascended = optimiser.optimise(root, Objective(ROWS, np.zeros(3)), end, splits={k: split})
+        solution = optimiser.optimise(root, Objective(ROWS, np.zeros(3)), end, splits={k: split},
+                                      start=ascended, iterations=0)       # the state returned is the start's
         assert all(v.dtype == np.float64 for v in [*solution.slopes.values(), *solution.betas.values()])
         multipliers += solution.betas[k].sum()
         terms = {k: solution.betas[k] * split[:, None, :]}
