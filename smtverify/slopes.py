@@ -13,7 +13,7 @@ min mu.(A y) > mu.b; such combinations (an Objective's free rows) are optimised 
 Only chains of affine steps and ReLUs are optimised; the gradient is taken by hand, in reverse
 through the substitution, so no autodiff library is needed. The ascent runs in float32 (half the
 memory traffic of its products), as an estimate only: the bounds returned come from one float64
-substitution with the slopes and multipliers it ended with, less its rounding allowance.
+substitution with each row's best slopes and multipliers, less its rounding allowance.
 """
 from __future__ import annotations
 
@@ -123,15 +123,13 @@ class SlopeOptimiser:
             ascent.climb(s, objective, grad_slopes, grad_lam, grad_terms)
         ascent.drop(np.ones(len(ascent.live), bool), best, last)
         values, corners = self._exact(bounds, objective, end, best, _signs(splits, end), allowance)
-        return SlopeSolution(values, {k: v.astype(np.float64) for k, v in last.slopes.items()},
-                             {k: v.astype(np.float64) for k, v in last.betas.items()}, corners)
+        return SlopeSolution(values, _cast(last.slopes, np.float64), _cast(last.betas, np.float64), corners)
 
     def _exact(self, bounds: ChainBounds, objective: Objective, end: int, state: "_State",
                signs: dict[int, np.ndarray], allowance: bool) -> tuple[np.ndarray, np.ndarray]:
         """The sound bounds (float64, less the substitution's rounding allowance) of the slopes,
         multipliers and combinations each row's ascent estimated best, and their minimising corners."""
-        slopes = {k: v.astype(np.float64) for k, v in state.slopes.items()}
-        betas = {k: v.astype(np.float64) for k, v in state.betas.items()}
+        slopes, betas = _cast(state.slopes, np.float64), _cast(state.betas, np.float64)
         if state.M is not None:
             M = state.M.astype(np.float64)
             rows, rhs = M @ objective.A, M @ objective.b
@@ -279,9 +277,9 @@ class _Ascent:
                      for k, beta in betas.items()}
         free = objective.free if objective.free is not None and np.any(objective.free) else None
         adam = _Adam([*relus, "mix", *(("beta", k) for k in signs)])
-        single = {k: v.astype(np.float32) for k, v in slopes.items()}, {k: v.astype(np.float32) for k, v in betas.items()}
-        return cls(_in_float32(bounds), M, free, single[0], unstable, {k: v.astype(np.float32) for k, v in signs.items()},
-                   single[1], adam, np.arange(B))
+        single = np.float32
+        return cls(_in_float32(bounds), M, free, _cast(slopes, single), unstable, _cast(signs, single),
+                   _cast(betas, single), adam, np.arange(B))
 
     def rows(self, objective: Objective) -> tuple[np.ndarray, np.ndarray]:
         """The live boxes' rows (B, R, n_out) and right-hand sides, in float32."""
@@ -355,6 +353,10 @@ class _Ascent:
 def _signs(splits: "dict[int, np.ndarray] | None", end: int) -> dict[int, np.ndarray]:
     """The ReLU decisions before step `end` that decide something, as (B, 1, m) signs."""
     return {k: sign[:, None, :].astype(np.float64) for k, sign in (splits or {}).items() if k < end and np.any(sign)}
+
+
+def _cast(arrays: dict[int, np.ndarray], dtype) -> dict[int, np.ndarray]:
+    return {k: v.astype(dtype) for k, v in arrays.items()}
 
 
 def _in_float32(bounds: ChainBounds) -> ChainBounds:
