@@ -170,6 +170,16 @@ def _undecided(deadline: float) -> Verdict:
     return Verdict.TIMEOUT if time.perf_counter() > deadline - 0.05 else Verdict.UNKNOWN
 
 
+def _stopped(stack: list["_Node"], slope_rows: "_SlopeRows", progress: _Progress, deadline: float) -> Verdict:
+    """ReLU splitting ends undecided: what it left open goes into the result (how many domains,
+    and the worst lower bound on their margins, which their parents proved)."""
+    progress.extra["open_domains"] = len(stack)
+    worst = float(slope_rows.margins(np.stack([node.values for node in stack])).min()) if stack else np.inf
+    if np.isfinite(worst):
+        progress.extra["worst_open_margin"] = round(worst, 6)
+    return _undecided(deadline)
+
+
 def _cold_encoding_seconds(chain: Chain) -> float:
     """About how long a chain's first Z3 encoding takes (its weights' numerals are built then):
     4.2 s for MNIST-FC 256x2's 269 000 weights, measured. A leaf with less time left is not begun,
@@ -240,6 +250,9 @@ class Verifier:
                 if progress.proven_share is not None and verdict in (Verdict.TIMEOUT, Verdict.UNKNOWN):
                     reason = (f"input splitting had proven {progress.proven_share:.1%} of the input box of case "
                               f"{number} of {len(prop.cases)} safe when it stopped")
+                elif "open_domains" in progress.extra and verdict in (Verdict.TIMEOUT, Verdict.UNKNOWN):
+                    reason = (f"ReLU splitting had closed {progress.leaves} domains of case {number} of "
+                              f"{len(prop.cases)} and left {progress.extra['open_domains']} open when it stopped")
                 break
         stats = {"leaves": progress.leaves, "boxes_bounded": progress.boxes_bounded, "z3_calls": progress.z3_calls,
                  "z3_unsat": progress.z3_unsat, "lp_solves": progress.lp_solves, "unconfirmed_candidates": progress.unconfirmed,
@@ -562,7 +575,7 @@ class Verifier:
         began = time.perf_counter()
         while stack:
             if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
-                return Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None
+                return _stopped(stack, slope_rows, progress, deadline), None
             batch = stack[-self.settings.batch_domains:]
             del stack[-self.settings.batch_domains:]
             bounds, signs = self._bound_domains(case, batch)
@@ -600,7 +613,8 @@ class Verifier:
                     if outcome is not None:
                         return Verdict.UNSAFE, outcome
                     if unstable[i] == 0:
-                        return _undecided(deadline), None
+                        unclosed = [batch[j] for j in np.flatnonzero(~refuted)]
+                        return _stopped(stack + unclosed, slope_rows, progress, deadline), None
                 split.append(i)
             branches = self._branches(slope_rows, bounds, signs, domains, solution, values, open_rows, costs, split)
             for i, (k, j) in zip(split, branches):

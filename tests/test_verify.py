@@ -244,6 +244,26 @@ def test_relu_splitting_splits_domains_and_closes_them(tmp_path):
     assert len(domains) >= 8 and max(domains) > 8
 
 
+def test_relu_splitting_stopped_early_says_what_it_left_open(tmp_path):
+    """A leaf budget stops the splitting: the verdict is UNKNOWN, never SAFE, and the result counts
+    the open domains and the worst of their (inherited, so non-positive) margin bounds."""
+    stopped = 0
+    for seed in range(12):
+        path, w, b = random_network(tmp_path, seed)
+        network = load_onnx(path)
+        lower, upper = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+        row = network.logits(np.random.default_rng(seed).uniform(lower, upper, (20000, 2)), np.float64) @ [1.0, -1.0]
+        prop = row_property(network, lower, upper, [[1.0, -1.0]], float(row.min()) - 0.1)
+        result = Verifier(network, Settings(timeout=30, max_leaves=0, **RELU_SPLITTING)).verify(prop)
+        if result.stats["boxes_bounded"] <= 2 or result.stats.get("open_domains") is None:
+            continue                      # closed at the root, or by its first batch
+        assert result.verdict is Verdict.UNKNOWN
+        assert result.stats["open_domains"] >= 1 and result.stats["worst_open_margin"] <= 0
+        assert f"left {result.stats['open_domains']} open" in result.reason
+        stopped += 1
+    assert stopped >= 3
+
+
 def test_z3_leaves_of_relu_splitting_respect_the_phase_decisions(tmp_path):
     """Z3 at domains with no unstable ReLU left: a decided ReLU looks stable to the encoding, so
     without its phase as a constraint Z3 returned spurious models (and the verdict unknown)."""
