@@ -45,8 +45,8 @@ class Settings:
     # ... and local descent from the minimising corners of this many worst open ones (16 -> 4:
     # MNIST-FC 256x4 prop_11 eps 0.05 18.1 s -> 15.8 s; the sat instances it found still found)
     corner_descents: int = 4
-    # ... at most about this share of the splitting's time (every batch's descent took half of it
-    # on MNIST-FC 256x4 prop_11 eps 0.05 once the bounding was fast)
+    # ... at most about this share of the splitting's time (a descent every batch took 2.3 of its
+    # 15.4 s on MNIST-FC 256x4 prop_11 eps 0.05, and more as the bounding got faster)
     corner_descent_share: float = 0.15
     # ... and the ReLUs whose children are bounded to choose the split among (1: the costliest
     # upper side alone). MNIST-FC domains to the proof, 1 / 3 / 6 / 12: 256x4 prop_11 eps 0.05
