@@ -105,7 +105,7 @@ class SlopeOptimiser:
         best, last = ascent.state_arrays(B), ascent.state_arrays(B)
         iterations = s.iterations if iterations is None else iterations
         for iteration in range(iterations + 1):
-            rows, rhs = ascent.rows(objective)
+            rows, rhs = ascent.rows()
             terms = {k: ascent.betas[k] * ascent.signs[k] for k in ascent.signs}
             value, grad_slopes, grad_lam, grad_terms, _ = self._bound_and_gradient(
                 ascent.bounds, rows, ascent.slopes, end, terms, exact=False)
@@ -120,7 +120,7 @@ class SlopeOptimiser:
                 if not len(ascent.live):
                     break
                 grad_slopes, grad_lam, grad_terms = _subset_gradients(live, grad_slopes, grad_lam, grad_terms)
-            ascent.climb(s, objective, grad_slopes, grad_lam, grad_terms)
+            ascent.climb(s, grad_slopes, grad_lam, grad_terms)
         ascent.drop(np.ones(len(ascent.live), bool), best, last)
         values, corners = self._exact(bounds, objective, end, best, _signs(splits, end), allowance)
         return SlopeSolution(values, _cast(last.slopes, np.float64), _cast(last.betas, np.float64), corners)
@@ -255,6 +255,8 @@ class _Ascent:
     betas: dict[int, np.ndarray]
     adam: "_Adam"
     live: np.ndarray
+    A: np.ndarray                         # the objective's base rows and right-hand sides, in float32
+    b: np.ndarray
     best: _State | None = None            # the live boxes' state at their best estimate so far, row by row
     best_value: np.ndarray | None = None
 
@@ -279,14 +281,13 @@ class _Ascent:
         adam = _Adam([*relus, "mix", *(("beta", k) for k in signs)])
         single = np.float32
         return cls(_in_float32(bounds), M, free, _cast(slopes, single), unstable, _cast(signs, single),
-                   _cast(betas, single), adam, np.arange(B))
+                   _cast(betas, single), adam, np.arange(B), objective.A.astype(single), objective.b.astype(single))
 
-    def rows(self, objective: Objective) -> tuple[np.ndarray, np.ndarray]:
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The live boxes' rows (B, R, n_out) and right-hand sides, in float32."""
-        A, b = objective.A.astype(np.float32), objective.b.astype(np.float32)
         if self.M is not None:
-            return self.M @ A, self.M @ b
-        return np.broadcast_to(A, (len(self.live),) + A.shape), b
+            return self.M @ self.A, self.M @ self.b
+        return np.broadcast_to(self.A, (len(self.live),) + self.A.shape), self.b
 
     def remember(self, value: np.ndarray) -> None:
         """Keep each row's state where its estimate `value` (live boxes, R) is the best yet."""
@@ -306,8 +307,7 @@ class _Ascent:
                       {k: np.empty((B,) + v.shape[1:], np.float32) for k, v in self.betas.items()},
                       np.empty((B,) + self.M.shape[1:], np.float32) if self.M is not None else None)
 
-    def climb(self, s: SlopeSettings, objective: Objective, grad_slopes: dict, grad_lam: np.ndarray,
-              grad_terms: dict) -> None:
+    def climb(self, s: SlopeSettings, grad_slopes: dict, grad_lam: np.ndarray, grad_terms: dict) -> None:
         """One projected Adam step of the slopes, multipliers and combination weights."""
         for k in self.slopes:
             step = self.adam.step(k, np.where(self.unstable[k], grad_slopes[k], 0.0))
@@ -316,7 +316,7 @@ class _Ascent:
             step = self.adam.step(("beta", k), grad_terms[k] * self.signs[k])
             self.betas[k] = np.maximum(self.betas[k] + s.beta_step_size * step, 0.0)
         if self.free is not None:
-            grad_mix = grad_lam @ objective.A.T.astype(np.float32) - objective.b.astype(np.float32)
+            grad_mix = grad_lam @ self.A.T - self.b
             step = self.adam.step("mix", np.where(self.free, grad_mix, 0.0))
             mixed = np.where(self.free, np.maximum(self.M + s.mix_step_size * step, 0.0), 0.0)
             mixed = mixed / np.maximum(mixed.sum(axis=2, keepdims=True), 1e-12)

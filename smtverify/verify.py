@@ -572,7 +572,7 @@ class Verifier:
         upper side costs the bound most; Z3 decides domains with few unstable ReLUs left."""
         slope_rows = _SlopeRows.of(case)
         stack: list[_Node] = [_Node([], _layer_bounds(root, 0), np.full(len(slope_rows.group), -np.inf))]
-        began = time.perf_counter()
+        began, progress.descent_seconds = time.perf_counter(), 0.0     # this case's splitting only
         while stack:
             if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
                 return _stopped(stack, slope_rows, progress, deadline), None
