@@ -229,7 +229,7 @@ class BoundPropagator:
     def forward(self, lower: np.ndarray, upper: np.ndarray,
                 fixed: list[tuple[int, np.ndarray, np.ndarray]] | None = None,
                 within: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
-                row_bound: "RowBound | None" = None) -> ChainBounds:
+                row_bound: "RowBound | None" = None, tighten_after: int = -1) -> ChainBounds:
         """Bounds for boxes lower/upper (B, n). `fixed` lists (step, active_mask, inactive_mask)
         ReLU phase decisions (branch and bound): an active ReLU's input is >= 0, an inactive's <= 0.
         `within` gives bounds known for each step's input (B rows each), e.g. those of the box a
@@ -267,7 +267,8 @@ class BoundPropagator:
                 if within is not None:
                     lo, hi = np.maximum(lo, within[0][k]), np.minimum(hi, within[1][k])
                     out.lower[k], out.upper[k] = lo, hi
-                if self.backsub and out.relaxations and isinstance(step, Activation) and step.kind == "Relu":
+                if (self.backsub and k > tighten_after and out.relaxations and isinstance(step, Activation)
+                        and step.kind == "Relu"):
                     # (before the first nonlinearity the forward symbolic bound is already exact)
                     lo, hi = self._tighten_unstable(out, k, lo, hi, slack, row_bound)
                     out.lower[k], out.upper[k] = lo, hi
@@ -368,13 +369,16 @@ class BoundPropagator:
         return (np.einsum("brn,bn->br", np.maximum(Lam, 0), lo) + np.einsum("brn,bn->br", np.minimum(Lam, 0), hi)
                 + const - error.total), Lam
 
-    def upper_side_costs(self, bounds: ChainBounds, rows: np.ndarray) -> dict[int, np.ndarray]:
+    def upper_side_costs(self, bounds: ChainBounds, rows: np.ndarray, end: int | None = None
+                         ) -> dict[int, np.ndarray]:
         """Per ReLU step k (B, m): what each unstable ReLU's triangle upper side costs the lower
-        bound of its box's row rows[b] (B, n_out), i.e. what deciding its phase would recover
-        at least (the BaBSR estimate; branching picks the largest)."""
+        bound of its box's row rows[b] (B, n) of the input of step `end` (default: the output),
+        i.e. what deciding its phase would recover at least (the BaBSR estimate; branching picks
+        the largest)."""
         Lam = rows[:, None, :].astype(np.float64)
         costs = {}
-        for k in range(len(self.chain.steps) - 1, -1, -1):
+        end = len(self.chain.steps) if end is None else end
+        for k in range(end - 1, -1, -1):
             step = self.chain.steps[k]
             if isinstance(step, Affine):
                 Lam = _right(Lam, step.W)

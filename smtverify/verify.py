@@ -21,6 +21,7 @@ from .lp import LpRelaxation
 from .errors import SmtVerifyError
 from .network import Network
 from .pwl import Activation, Affine, Chain, to_chain
+from .refine import BoundRefiner, RefineSettings
 from .runtime import one_blas_thread
 from .slopes import Objective, SlopeOptimiser, SlopeSettings, SlopeSolution, supports as slopes_supported
 from .verdict import SAFE_GUARANTEE, UNSAFE_GUARANTEE, Result, Verdict
@@ -56,6 +57,13 @@ class Settings:
     # kept (and only the decided ones clamped): MNIST-FC 256x4 prop_8 eps 0.03, 232 domains in 10.7 s
     # against 132 in 15.3 s; 256x6 prop_7: 348 in 15.9 s against 166 in 23.4 s.
     split_refresh: bool = False
+    refresh_depth: int = 0
+    refresh_iterations: int = 0
+    # ReLU splitting still open after this share of the time: the root's hidden-neuron bounds are
+    # refined by branch and bound (refine.py), within at most refine_share of the time, and
+    # splitting starts again within them.
+    refine_after: float = 0.05
+    refine_share: float = 0.2
     # Input splitting: the LP and then Z3 decide an open box only once this few of its ReLUs are
     # unstable; splitting closes the others sooner (ACAS Xu, all 186, code f67d8b7: 301 s with 10, 286 s with 0;
     # 1_1/prop_5 19 s -> 2.4 s; 3_3/prop_2 spent most of its time in Z3 leaves of about 1 s each).
@@ -225,6 +233,7 @@ class Verifier:
         self.chain: Chain = to_chain(network)
         self.bounds = BoundPropagator(self.chain)
         self.interval_bounds = BoundPropagator(self.chain, symbolic=False, backsub=False, flat_too=False)
+        self.refresh_bounds = BoundPropagator(self.chain, symbolic=False, backsub=True, flat_too=False)
         self.slope_optimiser = (SlopeOptimiser(self.bounds, SlopeSettings(iterations=self.settings.slope_iterations))
                                 if slopes_supported(self.chain) else None)
         self.rng = np.random.default_rng(self.settings.seed)
@@ -284,7 +293,7 @@ class Verifier:
         if free <= self.settings.input_split_max_dims:
             return self._input_split_with_lp(case, rows, root, deadline, progress)
         if self.slope_optimiser is not None:
-            return self._relu_split_batched(case, rows, root, deadline, progress)
+            return self._relu_split_refined(case, rows, root, deadline, progress)
         return self._relu_split(case, rows, root, deadline, progress)
 
     def _optimised_root(self, case: Case, rows: _Rows, root: ChainBounds) -> tuple[ChainBounds, float]:
@@ -563,6 +572,21 @@ class Verifier:
         return None
 
     # ----- ReLU splitting ------------------------------------------------------------------
+    def _relu_split_refined(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
+        """ReLU splitting; if it is still open after a small share of the time, the root's neuron
+        bounds are refined by branch and bound on the ReLUs before them, and splitting starts again
+        within those."""
+        start = time.perf_counter()
+        first = min(deadline, start + self.settings.refine_after * self.settings.timeout)
+        verdict, found = self._relu_split_batched(case, rows, root, first, progress)
+        if verdict is not Verdict.TIMEOUT or time.perf_counter() > deadline:
+            return verdict, found
+        refining = time.perf_counter()
+        root = BoundRefiner(self.bounds, self.slope_optimiser).refined(
+            root, min(deadline, refining + self.settings.refine_share * (deadline - start)))
+        progress.extra["refine_seconds"] = round(time.perf_counter() - refining, 2)
+        return self._relu_split_batched(case, rows, root, deadline, progress)
+
     def _relu_split_batched(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
         """Branch and bound on ReLU phases, a batch of domains at a time (beta-CROWN style): a
         domain keeps its parent's neuron bounds with its decided ReLUs clamped (or has them
@@ -688,8 +712,13 @@ class Verifier:
                        for side in (0, 1))
         fixed = [(k, sign < 0, sign > 0) for k, sign in signs.items()]
         lower, upper = np.repeat(case.box.lower[None], B, axis=0), np.repeat(case.box.upper[None], B, axis=0)
-        propagator = self.bounds if self.settings.split_refresh else self.interval_bounds
-        return propagator.forward(lower, upper, fixed, within), signs
+        shallow = min(len(node.decisions) for node in batch) <= self.settings.refresh_depth
+        if self.settings.split_refresh or shallow:
+            row_bound = (self.slope_optimiser.row_bound(self.settings.refresh_iterations)
+                         if self.settings.refresh_iterations else None)
+            after = min(node.decisions[-1][0] if node.decisions else 0 for node in batch)
+            return self.refresh_bounds.forward(lower, upper, fixed, within, row_bound=row_bound, tighten_after=after), signs
+        return self.interval_bounds.forward(lower, upper, fixed, within), signs
 
     def _relu_split(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
         """Branch and bound on ReLU phases for high-dimensional inputs. A node is bounded first by
