@@ -57,8 +57,8 @@ class Settings:
     # kept (and only the decided ones clamped): MNIST-FC 256x4 prop_8 eps 0.03, 232 domains in 10.7 s
     # against 132 in 15.3 s; 256x6 prop_7: 348 in 15.9 s against 166 in 23.4 s.
     split_refresh: bool = False
-    refresh_depth: int = 0
-    refresh_iterations: int = 0
+    refresh_depth: int = 6
+    refresh_iterations: int = 5
     # ReLU splitting still open after this share of the time: the root's hidden-neuron bounds are
     # refined by branch and bound (refine.py), within at most refine_share of the time, and
     # splitting starts again within them.
@@ -581,6 +581,9 @@ class Verifier:
         verdict, found = self._relu_split_batched(case, rows, root, first, progress)
         if verdict is not Verdict.TIMEOUT or time.perf_counter() > deadline:
             return verdict, found
+        for stale in ("open_domains", "worst_open_margin"):     # of the splitting given up
+            progress.extra.pop(stale, None)
+        progress.extra["leaves_before_refining"] = progress.leaves
         refining = time.perf_counter()
         root = BoundRefiner(self.bounds, self.slope_optimiser).refined(
             root, min(deadline, refining + self.settings.refine_share * (deadline - start)))
