@@ -234,7 +234,9 @@ class BoundPropagator:
         ReLU phase decisions (branch and bound): an active ReLU's input is >= 0, an inactive's <= 0.
         `within` gives bounds known for each step's input (B rows each), e.g. those of the box a
         box was split from: they are intersected in, so splitting never loosens a layer.
-        `row_bound` replaces back-substitution for the unstable neurons (e.g. optimised slopes)."""
+        `row_bound` replaces back-substitution for the unstable neurons (e.g. optimised slopes);
+        steps up to `tighten_after` get neither (a domain whose newest decision is there: the
+        bounds before it are its parent's, in `within`)."""
         lower = np.asarray(lower, dtype=np.float64)
         upper = np.asarray(upper, dtype=np.float64)
         B, n = lower.shape

@@ -53,15 +53,19 @@ class Settings:
     # upper side alone). MNIST-FC domains to the proof, 1 / 3 / 6 / 12: 256x4 prop_11 eps 0.05
     # 998 / 842 / 610 / 570; 256x6 prop_7 eps 0.03 282 / 256 / 338 / 504; 256x4 prop_3 eps 0.05 142 / 146.
     branch_candidates: int = 3
-    # ... each domain's neuron bounds back-substituted again under its decisions, else its parent's
-    # kept (and only the decided ones clamped): MNIST-FC 256x4 prop_8 eps 0.03, 232 domains in 10.7 s
-    # against 132 in 15.3 s; 256x6 prop_7: 348 in 15.9 s against 166 in 23.4 s.
-    split_refresh: bool = False
+    # ... each domain's neuron bounds are its parent's with its decided ReLUs clamped, except in
+    # domains of at most this many decisions: there the neuron bounds after their newest decision's
+    # layer are bounded again, by this many slope steps (0: back-substitution), and sub-domains
+    # inherit them. MNIST-FC 256x4 prop_10 eps 0.05, domains and seconds: depth 0 8054 in 143 s;
+    # 6 4134 in 81 s; 8 4054 in 82 s; 12 3839 in 115 s; every domain 2700 in 195 s (two runs side
+    # by side on 2 cores). Back-substituting every domain's bounds took 256x4 prop_8 eps 0.03 from
+    # 232 domains in 10.7 s to 132 in 15.3 s.
     refresh_depth: int = 6
     refresh_iterations: int = 5
     # ReLU splitting still open after this share of the time: the root's hidden-neuron bounds are
     # refined by branch and bound (refine.py), within at most refine_share of the time, and
-    # splitting starts again within them.
+    # splitting starts again within them. MNIST-FC 256x4 eps 0.05, prop_0 and prop_5: timeouts
+    # at 300 s became 39 s and 41 s (16 s and 18 s of them refining); prop_6 eps 0.03: 150 s.
     refine_after: float = 0.05
     refine_share: float = 0.2
     # Input splitting: the LP and then Z3 decide an open box only once this few of its ReLUs are
@@ -233,6 +237,7 @@ class Verifier:
         self.chain: Chain = to_chain(network)
         self.bounds = BoundPropagator(self.chain)
         self.interval_bounds = BoundPropagator(self.chain, symbolic=False, backsub=False, flat_too=False)
+        # ReLU splitting's domains near the root: their parents' bounds tightened by substitution
         self.refresh_bounds = BoundPropagator(self.chain, symbolic=False, backsub=True, flat_too=False)
         self.slope_optimiser = (SlopeOptimiser(self.bounds, SlopeSettings(iterations=self.settings.slope_iterations))
                                 if slopes_supported(self.chain) else None)
@@ -592,8 +597,8 @@ class Verifier:
 
     def _relu_split_batched(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
         """Branch and bound on ReLU phases, a batch of domains at a time (beta-CROWN style): a
-        domain keeps its parent's neuron bounds with its decided ReLUs clamped (or has them
-        back-substituted again: Settings.split_refresh), then its output rows are bounded with the
+        domain keeps its parent's neuron bounds with its decided ReLUs clamped (near the root it
+        has them bounded again: Settings.refresh_depth), then its output rows are bounded with the
         ReLU slopes and one multiplier per decision optimised, which approaches the domain's LP
         bound at a fraction of an LP solve's cost. Splits the unstable ReLU whose triangle's
         upper side costs the bound most; Z3 decides domains with few unstable ReLUs left."""
@@ -705,7 +710,8 @@ class Verifier:
 
     def _bound_domains(self, case: Case, batch: list["_Node"]) -> tuple[ChainBounds, dict[int, np.ndarray]]:
         """The input box's bounds under each domain's phase decisions, within its parent's neuron
-        bounds; and the decisions as signs per ReLU step (-1 active, +1 inactive, 0 undecided)."""
+        bounds (bounded again after its newest decision if the batch reaches Settings.refresh_depth);
+        and the decisions as signs per ReLU step (-1 active, +1 inactive, 0 undecided)."""
         B = len(batch)
         signs: dict[int, np.ndarray] = {}
         for b, node in enumerate(batch):
@@ -715,8 +721,7 @@ class Verifier:
                        for side in (0, 1))
         fixed = [(k, sign < 0, sign > 0) for k, sign in signs.items()]
         lower, upper = np.repeat(case.box.lower[None], B, axis=0), np.repeat(case.box.upper[None], B, axis=0)
-        shallow = min(len(node.decisions) for node in batch) <= self.settings.refresh_depth
-        if self.settings.split_refresh or shallow:
+        if min(len(node.decisions) for node in batch) <= self.settings.refresh_depth:
             row_bound = (self.slope_optimiser.row_bound(self.settings.refresh_iterations)
                          if self.settings.refresh_iterations else None)
             after = min(node.decisions[-1][0] if node.decisions else 0 for node in batch)

@@ -18,21 +18,22 @@ from tests.conftest import SHARED, make_model, needs_shared, save
 SIZES = [4, 16, 16, 3]
 
 
-def network_and_box(tmp_path, seed: int):
-    """A 4-16-16-3 ReLU network with raw float32 weights, and a box around a random point."""
+def network_and_box(tmp_path, seed: int, sizes: list[int] = SIZES):
+    """A ReLU network (4-16-16-3 unless `sizes` says otherwise) with raw float32 weights, and a box
+    around a random point."""
     rng = np.random.default_rng(seed)
     nodes, inits, previous = [], {}, "x"
-    for i, (n_in, n_out) in enumerate(zip(SIZES, SIZES[1:])):
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
         inits[f"w{i}"] = (rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
         inits[f"b{i}"] = (rng.normal(size=n_out) * 0.1).astype(np.float32)
-        last = i == len(SIZES) - 2
+        last = i == len(sizes) - 2
         nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [f"m{i}"]))
         nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], ["y" if last else f"a{i}"]))
         if not last:
             nodes.append(helper.make_node("Relu", [f"a{i}"], [f"r{i}"]))
             previous = f"r{i}"
-    network = load_onnx(save(make_model(nodes, ["N", SIZES[0]], initializers=inits), tmp_path))
-    centre = rng.uniform(-1, 1, SIZES[0])
+    network = load_onnx(save(make_model(nodes, ["N", sizes[0]], initializers=inits), tmp_path))
+    centre = rng.uniform(-1, 1, sizes[0])
     return network, centre - 0.3, centre + 0.3
 
 

@@ -194,12 +194,14 @@ def independent_z3(w, b, lower, upper, threshold) -> bool:
 
 
 # ReLU splitting forced (it is otherwise for inputs of more than 12 dimensions), down to domains
-# with no unstable ReLU left, or with Z3 deciding the small ones.
+# with no unstable ReLU left, or with Z3 deciding the small ones; or given up at once for the
+# root's neuron bounds refined (refine_after 0), and begun again within those.
 RELU_SPLITTING = {"input_split_max_dims": 0, "leaf_relus": 0, "root_slope_iterations": 0}
 
 
-@pytest.mark.parametrize("splitting", [{}, RELU_SPLITTING, RELU_SPLITTING | {"leaf_relus": 4}],
-                         ids=["input", "relu", "relu-z3"])
+@pytest.mark.parametrize("splitting", [{}, RELU_SPLITTING, RELU_SPLITTING | {"leaf_relus": 4},
+                                       RELU_SPLITTING | {"refine_after": 0.0}],
+                         ids=["input", "relu", "relu-z3", "relu-refined"])
 @pytest.mark.parametrize("seed", range(12))
 def test_random_networks_agree_with_sampling_and_exact_z3(tmp_path, seed, splitting):
     path, w, b = random_network(tmp_path, seed)
@@ -227,8 +229,9 @@ def test_random_networks_agree_with_sampling_and_exact_z3(tmp_path, seed, splitt
 
 def test_relu_splitting_splits_domains_and_closes_them(tmp_path):
     """Instances just beyond the sampled minimum (unsat by the exact encoding): some need many
-    domains, and every one closes, by its bounds or (with no unstable ReLU left) by Z3."""
-    domains = []
+    domains, and every one closes, by its bounds or (with no unstable ReLU left) by Z3; so it
+    does after the splitting is given up at once for the root's bounds refined."""
+    domains, refinements = [], 0
     for seed in range(12):
         path, w, b = random_network(tmp_path, seed)
         network = load_onnx(path)
@@ -241,7 +244,11 @@ def test_relu_splitting_splits_domains_and_closes_them(tmp_path):
         result = Verifier(network, Settings(timeout=30, **RELU_SPLITTING)).verify(prop)
         assert result.verdict is Verdict.SAFE and result.stats["z3_calls"] == result.stats["z3_unsat"]
         domains.append(result.stats["boxes_bounded"])
+        refined = Verifier(network, Settings(timeout=30, refine_after=0.0, **RELU_SPLITTING)).verify(prop)
+        assert refined.verdict is Verdict.SAFE
+        refinements += "refine_seconds" in refined.stats
     assert len(domains) >= 8 and max(domains) > 8
+    assert refinements >= len(domains) - 2
 
 
 def test_relu_splitting_stopped_early_says_what_it_left_open(tmp_path):
