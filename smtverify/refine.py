@@ -27,8 +27,11 @@ from .slopes import Objective, SlopeOptimiser, SlopeSolution
 
 @dataclass
 class RefineSettings:
-    splits: int = 32        # splits of each neuron bound's worst leaf (256x4 prop_6 eps 0.03: 16 / 32 / 64
-                            # took neuron 7's upper bound 1.06 -> 0.30 / 0.13 / 0.01)
+    # Splits of each neuron bound's worst leaf. 256x4 prop_6 eps 0.03: 16 / 32 / 64 took neuron 7's
+    # upper bound 1.06 -> 0.30 / 0.13 / 0.01. Whole decisions, 32 -> 64 splits: 256x4 prop_6 eps 0.03
+    # 137 -> 106 s, eps 0.05 prop_4 87 -> 66 s, prop_7 67 -> 51 s; 256x6 eps 0.05 prop_10 61 -> 69 s,
+    # prop_3 46 -> 36 s, prop_0 50 -> 41 s (tighter early layers leave later ones less to refine).
+    splits: int = 64
     iterations: int = 20    # slope and multiplier ascent per root leaf
     # ... and per child, from its parent's slopes and multipliers: MNIST-FC 256x4 eps 0.05, refining
     # prop_4 18 s and prop_7 12 s, against 25 s and 17 s with 20 steps from CROWN's slopes; the same
