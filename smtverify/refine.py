@@ -31,7 +31,10 @@ class RefineSettings:
     # upper bound 1.06 -> 0.30 / 0.13 / 0.01. Whole decisions, 32 -> 64 splits: 256x4 prop_6 eps 0.03
     # 137 -> 106 s, eps 0.05 prop_4 87 -> 66 s, prop_7 67 -> 51 s; 256x6 eps 0.05 prop_10 61 -> 69 s,
     # prop_3 46 -> 36 s, prop_0 50 -> 41 s (tighter early layers leave later ones less to refine).
-    splits: int = 64
+    # 64 -> 128: 256x4 eps 0.05 prop_9 timeout -> 123 s (unsolved before), prop_6 eps 0.03
+    # 106 -> 82 s; but prop_4 66 -> 72 s, prop_7 51 -> 59 s, 256x6 prop_10 69 -> 84 s, prop_3 36 -> 63 s.
+    # An instance more solved outweighs slower proofs well inside the timeout.
+    splits: int = 128
     iterations: int = 20    # slope and multiplier ascent per root leaf
     # ... and per child, from its parent's slopes and multipliers: MNIST-FC 256x4 eps 0.05, refining
     # prop_4 18 s and prop_7 12 s, against 25 s and 17 s with 20 steps from CROWN's slopes; the same
