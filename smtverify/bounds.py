@@ -196,6 +196,14 @@ class ChainBounds:
                            self.box_lower[index], self.box_upper[index],
                            {k: _subset(r, index) for k, r in self.flat.items()})
 
+    def empty(self, end: int | None = None) -> np.ndarray:
+        """Per box, whether some step's input before `end` (default: any) has a lower bound above
+        its upper bound: phase decisions that contradict the bounds, so no point is left."""
+        found = np.zeros(self.box_lower.shape[0], bool)
+        for l, u in zip(self.lower[:end], self.upper[:end]):
+            found |= np.any(l > u, axis=1)
+        return found
+
     def unstable_relus(self, chain: Chain) -> np.ndarray:
         """Number of ReLUs per box whose input straddles 0."""
         count = np.zeros(self.box_lower.shape[0], dtype=np.int64)

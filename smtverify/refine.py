@@ -63,14 +63,21 @@ class _Leaves:
         return first[np.isin(self.row[first], rows)]
 
     def take(self, index: np.ndarray) -> "_Leaves":
-        pick = lambda arrays: None if arrays is None else {k: a[index] for k, a in arrays.items()}
-        return _Leaves(self.row[index], pick(self.signs), self.value[index], pick(self.slopes), pick(self.betas))
+        return _Leaves(self.row[index], _picked(self.signs, index), self.value[index],
+                       _picked(self.slopes, index), _picked(self.betas, index))
 
     def join(self, other: "_Leaves") -> "_Leaves":
-        both = lambda mine, theirs: {k: np.concatenate([a, theirs[k]]) for k, a in mine.items()}
-        return _Leaves(np.concatenate([self.row, other.row]), both(self.signs, other.signs),
-                       np.concatenate([self.value, other.value]), both(self.slopes, other.slopes),
-                       both(self.betas, other.betas))
+        return _Leaves(np.concatenate([self.row, other.row]), _joined(self.signs, other.signs),
+                       np.concatenate([self.value, other.value]), _joined(self.slopes, other.slopes),
+                       _joined(self.betas, other.betas))
+
+
+def _picked(arrays: "dict[int, np.ndarray] | None", index: np.ndarray) -> "dict[int, np.ndarray] | None":
+    return None if arrays is None else {k: a[index] for k, a in arrays.items()}
+
+
+def _joined(mine: dict[int, np.ndarray], theirs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    return {k: np.concatenate([a, theirs[k]]) for k, a in mine.items()}
 
 
 class BoundRefiner:
@@ -172,9 +179,7 @@ class BoundRefiner:
         for part in np.array_split(np.arange(len(leaves.row)), max(1, -(-len(leaves.row) // self.settings.max_leaves))):
             sub = leaves.take(part)
             domain = self._domain_bounds(bounds, sub)
-            empty = np.zeros(len(part), bool)
-            for l, u in zip(domain.lower[:k + 1], domain.upper[:k + 1]):
-                empty |= np.any(l > u, axis=1)
+            empty = domain.empty(k + 1)
             M = np.zeros((len(part), 1, len(rows)))
             M[np.arange(len(part)), 0, sub.row] = 1.0
             start = (SlopeSolution(None, {r: s[:, None, :] for r, s in sub.slopes.items()},
