@@ -237,33 +237,41 @@ class BoundPropagator:
     def forward(self, lower: np.ndarray, upper: np.ndarray,
                 fixed: list[tuple[int, np.ndarray, np.ndarray]] | None = None,
                 within: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
-                row_bound: "RowBound | None" = None, tighten_after: int = -1) -> ChainBounds:
+                row_bound: "RowBound | None" = None, tighten_after: int = -1, end: int | None = None) -> ChainBounds:
         """Bounds for boxes lower/upper (B, n). `fixed` lists (step, active_mask, inactive_mask)
         ReLU phase decisions (branch and bound): an active ReLU's input is >= 0, an inactive's <= 0.
         `within` gives bounds known for each step's input (B rows each), e.g. those of the box a
         box was split from: they are intersected in, so splitting never loosens a layer.
         `row_bound` replaces back-substitution for the unstable neurons (e.g. optimised slopes);
         steps up to `tighten_after` get neither (a domain whose newest decision is there: the
-        bounds before it are its parent's, in `within`)."""
+        bounds before it are its parent's, in `within`). `end`: only steps before it are taken
+        (the bounds end with step `end`'s input).
+        Boxes that are all one box (the domains of branch and bound) share what depends on the
+        box alone: the rounding allowance, and each affine step's bounds while they agree."""
         lower = np.asarray(lower, dtype=np.float64)
         upper = np.asarray(upper, dtype=np.float64)
         B, n = lower.shape
         lo, hi = lower.copy(), upper.copy()
-        magnitude = np.maximum(np.abs(lo), np.abs(hi))
-        slack = np.zeros_like(lo)
+        one_box = _same_rows(lower) and _same_rows(upper)
+        magnitude = np.maximum(np.abs(lo), np.abs(hi))[:1 if one_box else B]
+        slack = np.zeros_like(magnitude)
         if self.symbolic:
             eye = np.broadcast_to(np.eye(n), (B, n, n))
             Lw, Lc, Uw, Uc = eye, np.zeros((B, n)), eye, np.zeros((B, n))
         out = ChainBounds([], [], [], {}, lower, upper)
         decisions = {k: (a, i) for k, a, i in (fixed or [])}
-        for k, step in enumerate(self.chain.steps):
+        for k, step in enumerate(self.chain.steps[:end]):
             out.lower.append(lo)
             out.upper.append(hi)
-            out.slack.append(slack)
+            out.slack.append(np.broadcast_to(slack, lo.shape))
             if isinstance(step, Affine):
                 w = self.signed(step)
-                lo_i = _vec(w.plus, lo) + _vec(w.minus, hi) + step.b
-                hi_i = _vec(w.plus, hi) + _vec(w.minus, lo) + step.b
+                shared = B > 1 and _same_rows(lo) and _same_rows(hi)
+                x_lo, x_hi = (lo[:1], hi[:1]) if shared else (lo, hi)
+                lo_i = _vec(w.plus, x_lo) + _vec(w.minus, x_hi) + step.b
+                hi_i = _vec(w.plus, x_hi) + _vec(w.minus, x_lo) + step.b
+                if shared:
+                    lo_i, hi_i = np.repeat(lo_i, B, axis=0), np.repeat(hi_i, B, axis=0)
                 magnitude = _vec(w.abs, magnitude) + np.abs(step.b)
                 slack = _vec(w.abs, slack) + w.gamma * magnitude
                 if self.symbolic:
@@ -298,11 +306,12 @@ class BoundPropagator:
                     Lw, Lc, Uw, Uc = self._through(step, relaxation, Lw, Lc, Uw, Uc)
                 lo, hi = lo_o, hi_o
                 if isinstance(step, MaxPool):
-                    magnitude = np.concatenate([magnitude, np.zeros((B, 1))], axis=1)[:, step.groups].max(axis=2)
-                    slack = np.concatenate([slack, np.zeros((B, 1))], axis=1)[:, step.groups].max(axis=2)
+                    pad = np.zeros((len(magnitude), 1))
+                    magnitude = np.concatenate([magnitude, pad], axis=1)[:, step.groups].max(axis=2)
+                    slack = np.concatenate([slack, pad], axis=1)[:, step.groups].max(axis=2)
         out.lower.append(lo)
         out.upper.append(hi)
-        out.slack.append(slack)
+        out.slack.append(np.broadcast_to(slack, lo.shape))
         return out
 
     @staticmethod
@@ -418,6 +427,11 @@ class BoundPropagator:
         lo[:, unstable] = np.maximum(lo[:, unstable], found[:, :unstable.size])
         hi[:, unstable] = np.minimum(hi[:, unstable], -found[:, unstable.size:])
         return lo, hi
+
+
+def _same_rows(x: np.ndarray) -> bool:
+    """Whether every row of x (B, m) equals the first."""
+    return not np.any(x[1:] != x[:1])
 
 
 def _subset(relaxation, index):

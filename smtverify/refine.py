@@ -38,8 +38,11 @@ class RefineSettings:
     iterations: int = 20    # slope and multiplier ascent per root leaf
     # ... and per child, from its parent's slopes and multipliers: MNIST-FC 256x4 eps 0.05, refining
     # prop_4 18 s and prop_7 12 s, against 25 s and 17 s with 20 steps from CROWN's slopes; the same
-    # domains after it (3 000 and 3 100)
-    warm_iterations: int = 10
+    # domains after it (3 000 and 3 100). Leaves count for more than their ascent's steps: refining
+    # all of 256x4 prop_6 eps 0.03, 10 / 5 / 3 steps: root margin -0.41 / -0.45 / -0.49 in 115 / 74
+    # / 61 s (64 splits of 10 steps: -0.90 in 60 s). Whole decisions, 10 -> 3 steps (two side by
+    # side): 256x4 prop_6 eps 0.03 236 -> 110 s, prop_7 eps 0.05 145 -> 76 s; 256x6 prop_3 eps 0.05 90 -> 67 s.
+    warm_iterations: int = 3
     layer_iterations: int = 20  # the later layers' bounds re-optimised after each refined layer
     max_leaves: int = 4096  # bounded per call
 
@@ -145,7 +148,7 @@ class BoundRefiner:
                   ) -> tuple[_Leaves, np.ndarray]:
         """Both children of each parent split on the undecided ReLU whose upper side costs its
         bound most (BaBSR); parents with none left are not split (`splittable` marks the others)."""
-        domain = self._domain_bounds(bounds, parents)
+        domain = self._domain_bounds(bounds, parents, k)
         costs = self.propagator.upper_side_costs(domain, rows[parents.row], end=k)
         steps = sorted(parents.signs)
         best = np.stack([costs[r].max(axis=1) for r in steps])          # (steps, P)
@@ -160,13 +163,13 @@ class BoundRefiner:
                 children.signs[r][2 * mine + side, neuron] = sign
         return children, splittable
 
-    def _domain_bounds(self, bounds: ChainBounds, leaves: _Leaves) -> ChainBounds:
-        """The box's bounds under each leaf's decisions, within the box's own."""
+    def _domain_bounds(self, bounds: ChainBounds, leaves: _Leaves, k: int) -> ChainBounds:
+        """The box's bounds up to step k's input under each leaf's decisions, within the box's own."""
         count = len(leaves.row)
-        within = tuple([np.repeat(layer, count, axis=0) for layer in side[:-1]] for side in (bounds.lower, bounds.upper))
+        within = tuple([np.repeat(layer, count, axis=0) for layer in side[:k]] for side in (bounds.lower, bounds.upper))
         fixed = [(r, sign < 0, sign > 0) for r, sign in leaves.signs.items()]
         box_lo, box_hi = np.repeat(bounds.box_lower, count, axis=0), np.repeat(bounds.box_upper, count, axis=0)
-        return self.interval.forward(box_lo, box_hi, fixed, within)
+        return self.interval.forward(box_lo, box_hi, fixed, within, end=k)
 
     def _bound(self, bounds: ChainBounds, rows: np.ndarray, k: int, leaves: _Leaves) -> None:
         """Each leaf's sound lower bound of its row (+inf where its decisions contradict its
@@ -178,7 +181,7 @@ class BoundRefiner:
         betas: dict[int, list] = {}
         for part in np.array_split(np.arange(len(leaves.row)), max(1, -(-len(leaves.row) // self.settings.max_leaves))):
             sub = leaves.take(part)
-            domain = self._domain_bounds(bounds, sub)
+            domain = self._domain_bounds(bounds, sub, k)
             empty = domain.empty(k + 1)
             M = np.zeros((len(part), 1, len(rows)))
             M[np.arange(len(part)), 0, sub.row] = 1.0

@@ -66,9 +66,11 @@ class Settings:
     # refined by branch and bound (refine.py), within at most refine_share of the time, and
     # splitting starts again within them. MNIST-FC 256x4 eps 0.05, prop_0 and prop_5: timeouts
     # at 300 s became 39 s and 41 s (16 s and 18 s of them refining); prop_6 eps 0.03: 150 s
-    # (code a4624e1, 32 refining splits per bound).
+    # (code a4624e1, 32 refining splits per bound). Share 0.2 -> 0.45 (two runs side by side, a
+    # machine where refining hit the 0.2 cap on every hard instance): 256x4 prop_9 eps 0.05
+    # timeout -> 209 s; 256x6 eps 0.05 prop_10 96 -> 104 s, prop_8 85 -> 78 s; 256x4 prop_4 94 -> 90 s.
     refine_after: float = 0.05
-    refine_share: float = 0.2
+    refine_share: float = 0.45
     # Input splitting: the LP and then Z3 decide an open box only once this few of its ReLUs are
     # unstable; splitting closes the others sooner (ACAS Xu, all 186, code f67d8b7: 301 s with 10, 286 s with 0;
     # 1_1/prop_5 19 s -> 2.4 s; 3_3/prop_2 spent most of its time in Z3 leaves of about 1 s each).
