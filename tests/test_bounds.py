@@ -22,14 +22,19 @@ def _domains(chain, root, count: int, seed: int):
     return fixed
 
 
-@pytest.mark.parametrize("symbolic", [False, True])
+def _assert_each_as_alone(batch, alone, d: int) -> None:
+    for mine, theirs in ((batch.lower, alone.lower), (batch.upper, alone.upper), (batch.slack, alone.slack)):
+        for layer, single in zip(mine, theirs):
+            np.testing.assert_allclose(layer[d], single[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("symbolic,backsub", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("seed", range(3))
-def test_domains_of_one_box_get_the_bounds_each_gets_alone(tmp_path, seed, symbolic):
+def test_domains_of_one_box_get_the_bounds_each_gets_alone(tmp_path, seed, symbolic, backsub):
     network, lower, upper = network_and_box(tmp_path, seed, SIZES)
     chain = to_chain(network)
     root = BoundPropagator(chain).forward(lower[None], upper[None])
-    # (back-substitution tightens the neurons unstable in any box of a batch: no per-box twin)
-    propagator = BoundPropagator(chain, symbolic=symbolic, backsub=False, flat_too=False)
+    propagator = BoundPropagator(chain, symbolic=symbolic, backsub=backsub, flat_too=False)
     count = 6
     fixed = _domains(chain, root, count, seed)
     within = tuple([np.repeat(layer, count, axis=0) for layer in side[:-1]] for side in (root.lower, root.upper))
@@ -39,11 +44,30 @@ def test_domains_of_one_box_get_the_bounds_each_gets_alone(tmp_path, seed, symbo
     for d in range(count):
         alone = propagator.forward(lower[None], upper[None], [(k, a[d:d + 1], i[d:d + 1]) for k, a, i in fixed],
                                    tuple([layer[d:d + 1] for layer in side] for side in within))
-        for mine, theirs in ((batch.lower, alone.lower), (batch.upper, alone.upper), (batch.slack, alone.slack)):
-            for layer, single in zip(mine, theirs):
-                np.testing.assert_allclose(layer[d], single[0], rtol=1e-12, atol=1e-12)
+        _assert_each_as_alone(batch, alone, d)
         differ += not np.allclose(batch.upper[-1][d], batch.upper[-1][0])
     assert differ > 0           # the domains' decisions do change their bounds: nothing shared that should not be
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_boxes_of_a_batch_are_back_substituted_each_as_alone(tmp_path, seed):
+    """Input splitting's batches: each box substitutes only the neurons unstable in it, with its
+    own relaxations, so it gets exactly the bounds it gets alone (and they hold on samples)."""
+    network, lower, upper = network_and_box(tmp_path, seed, SIZES)
+    chain = to_chain(network)
+    rng = np.random.default_rng(seed)
+    a, b = rng.uniform(lower, upper, (2, 8, lower.size))
+    los, his = np.minimum(a, b), np.maximum(a, b)
+    propagator = BoundPropagator(chain)
+    batch = propagator.forward(los, his)
+    unstable = [np.sum((batch.lower[k] < 0) & (batch.upper[k] > 0), axis=1) for k in (1, 3, 5)]
+    union = [np.sum(np.any((batch.lower[k] < 0) & (batch.upper[k] > 0), axis=0)) for k in (1, 3, 5)]
+    assert any(np.any(u < n) for u, n in zip(unstable, union))    # some box straddles fewer than the union
+    for d in range(len(los)):
+        _assert_each_as_alone(batch, propagator.forward(los[d:d + 1], his[d:d + 1]), d)
+        values = sampled_outputs(chain, los[d], his[d])
+        for k in (1, 3, 5):
+            assert np.all(values[k] >= batch.lower[k][d] - 1e-12) and np.all(values[k] <= batch.upper[k][d] + 1e-12)
 
 
 def test_bounds_stopped_at_a_step_are_the_first_steps_of_the_whole(tmp_path):
