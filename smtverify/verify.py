@@ -370,14 +370,16 @@ class Verifier:
     # ----- input splitting -----------------------------------------------------------------
     def _input_split_with_lp(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
         """Input splitting; if it is still open after a small share of the time, the root's neuron
-        bounds are tightened by LP and splitting starts again within them. Where back-substitution
+        bounds are tightened by LP and splitting goes on with the boxes left open, within them. Where back-substitution
         blows up through the layers, that decides at once what splitting could not (ACAS Xu
         4_9/prop_3: a root margin of -8.7 became +0.07 in 1.5 s)."""
+        stack = [_OpenBox(case.box.lower.copy(), case.box.upper.copy(), -np.inf, _layer_bounds(root, 0), None)]
+        progress.proven_share = 0.0
         if not lp.supports(self.chain):
-            return self._input_split(case, rows, root, deadline, progress)
+            return self._input_split(case, rows, stack, deadline, progress)
         start = time.perf_counter()
         first = min(deadline, start + self.settings.input_split_lp_after * self.settings.timeout)
-        verdict, found = self._input_split(case, rows, root, first, progress)
+        verdict, found = self._input_split(case, rows, stack, first, progress)
         if verdict is not Verdict.TIMEOUT or time.perf_counter() > deadline:
             return verdict, found
         found = self._falsify_deep(case, progress)
@@ -395,18 +397,22 @@ class Verifier:
             progress.min_margin = min(progress.min_margin, margin)
             progress.proven_share = 1.0
             return Verdict.SAFE, None
-        return self._input_split(case, rows, root, deadline, progress, relaxation)
+        # the boxes the first splitting left open go on, within the tightened bounds
+        tight = _layer_bounds(root, 0)
+        stack[:] = [box._replace(layers=([np.maximum(a, b) for a, b in zip(box.layers[0], tight[0])],
+                                         [np.minimum(a, b) for a, b in zip(box.layers[1], tight[1])]))
+                    for box in stack]
+        return self._input_split(case, rows, stack, deadline, progress, relaxation)
 
-    def _input_split(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress,
+    def _input_split(self, case: Case, rows: _Rows, stack: list["_OpenBox"], deadline: float, progress: _Progress,
                      relaxation: "LpRelaxation | None" = None):
-        """Depth-first branch and bound on the input box. Each box is split along the dimension
-        whose worse half is bounded best among a few candidates (their halves bounded in one
-        batch; see _candidates and _split_dimension). Keeps the share of the box's volume proven
-        so far, for a timeout to report."""
+        """Depth-first branch and bound on the input box, from the open boxes of `stack` (left
+        with those still open on a timeout, so a later call can go on with them). Each box is
+        split along the dimension whose worse half is bounded best among a few candidates (their
+        halves bounded in one batch; see _candidates and _split_dimension). Adds the share of the
+        box's volume proven to progress.proven_share, for a timeout to report."""
         free = np.flatnonzero(case.box.upper > case.box.lower)
         root_width = (case.box.upper - case.box.lower)[free]
-        stack = [_OpenBox(case.box.lower.copy(), case.box.upper.copy(), -np.inf, _layer_bounds(root, 0), None)]
-        progress.proven_share = 0.0
         slope_rows = _SlopeRows.of(case)
         per_box = self.settings.split_candidates
         per_call = max(1, self.settings.batch_halves // (2 * (per_box if 0 < per_box < len(free) else max(1, len(free)))))
@@ -441,8 +447,6 @@ class Verifier:
             # Push the most promising boxes for a counterexample (most negative margin) last, so
             # depth-first search visits them first; every box is closed either way.
             for i, half in sorted(np.ndindex(B, 2), key=lambda t: -chosen[t]):
-                if time.perf_counter() > deadline:
-                    return Verdict.TIMEOUT, None
                 index = indices[i, half]
                 lo, hi = halves.lo[index], halves.hi[index]
                 share = float(np.prod((hi - lo)[free] / root_width))
@@ -452,7 +456,7 @@ class Verifier:
                     progress.proven_share += share
                     continue
                 outcome = (self._leaf(case, halves.bounds, index, lo, hi, progress, deadline, relaxation)
-                           if decided[index] else None)
+                           if decided[index] and time.perf_counter() <= deadline else None)
                 if outcome is True:
                     progress.proven_share += share
                 elif outcome is None:

@@ -74,6 +74,16 @@ def test_a_run_stopped_early_says_how_much_of_the_box_input_splitting_proved():
 
 
 @needs_shared
+def test_splitting_goes_on_after_lp_tightening_with_the_boxes_left_open():
+    """The first splitting stops at once (after its first round); after LP tightening the boxes it
+    left open are split on, none lost and none counted twice: their volumes add up to the box."""
+    network, prop, result = decide(SHARED / "acasxu/onnx/ACASXU_run2a_1_2_batch_2000.onnx",
+                                   SHARED / "acasxu/vnnlib/prop_3.vnnlib", timeout=20.0, input_split_lp_after=1e-3)
+    assert result.verdict is Verdict.SAFE and result.stats["lp"]
+    assert result.stats["proven_share"] == pytest.approx(1.0)
+
+
+@needs_shared
 def test_a_leaf_the_lp_refutes_never_reaches_z3():
     """An open box of ACAS Xu 3_3/prop_2 with 10 unstable ReLUs that back-substitution leaves open:
     the LP bound closes it, so Z3 (much slower on such leaves) is not called; no point sampled in
