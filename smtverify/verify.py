@@ -370,9 +370,9 @@ class Verifier:
     # ----- input splitting -----------------------------------------------------------------
     def _input_split_with_lp(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
         """Input splitting; if it is still open after a small share of the time, the root's neuron
-        bounds are tightened by LP and splitting goes on with the boxes left open, within them. Where back-substitution
-        blows up through the layers, that decides at once what splitting could not (ACAS Xu
-        4_9/prop_3: a root margin of -8.7 became +0.07 in 1.5 s)."""
+        bounds are tightened by LP and splitting goes on with the boxes left open, within them.
+        Where back-substitution blows up through the layers, that decides at once what splitting
+        could not (ACAS Xu 4_9/prop_3: a root margin of -8.7 became +0.07 in 1.5 s)."""
         stack = [_OpenBox(case.box.lower.copy(), case.box.upper.copy(), -np.inf, _layer_bounds(root, 0), None)]
         progress.proven_share = 0.0
         if not lp.supports(self.chain):
@@ -397,11 +397,8 @@ class Verifier:
             progress.min_margin = min(progress.min_margin, margin)
             progress.proven_share = 1.0
             return Verdict.SAFE, None
-        # the boxes the first splitting left open go on, within the tightened bounds
         tight = _layer_bounds(root, 0)
-        stack[:] = [box._replace(layers=([np.maximum(a, b) for a, b in zip(box.layers[0], tight[0])],
-                                         [np.minimum(a, b) for a, b in zip(box.layers[1], tight[1])]))
-                    for box in stack]
+        stack = [box._replace(layers=_intersected(box.layers, tight)) for box in stack]
         return self._input_split(case, rows, stack, deadline, progress, relaxation)
 
     def _input_split(self, case: Case, rows: _Rows, stack: list["_OpenBox"], deadline: float, progress: _Progress,
@@ -878,6 +875,13 @@ class _Halves:
 def _layer_bounds(bounds: ChainBounds, index: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One box's bounds on the input of every step and on the output, to bound its parts within."""
     return [l[index] for l in bounds.lower], [u[index] for u in bounds.upper]
+
+
+def _intersected(layers: tuple[list[np.ndarray], list[np.ndarray]],
+                 other: tuple[list[np.ndarray], list[np.ndarray]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per step, the tighter of two sound bounds of one box's values."""
+    return ([np.maximum(a, b) for a, b in zip(layers[0], other[0])],
+            [np.minimum(a, b) for a, b in zip(layers[1], other[1])])
 
 
 class _Warm(NamedTuple):
