@@ -79,7 +79,7 @@ class SubstitutionError:
 
     def __init__(self, bounds: "ChainBounds", shape: tuple[int, int], owner: np.ndarray | None = None) -> None:
         self.bounds = bounds
-        self.pick = (lambda x: x) if owner is None else (lambda x: np.take(x, owner, axis=0))   # per-box -> per-row-set
+        self.pick = (lambda x: x) if owner is None else (lambda x: _rows(x, owner))   # per box -> per row set
         self.total = np.zeros(shape)
         self.next_norm: np.ndarray | None = None   # a bound on the 1-norm of the affine step's result
 
@@ -414,29 +414,38 @@ class BoundPropagator:
 
     def _tighten_unstable(self, out: ChainBounds, k: int, lo: np.ndarray, hi: np.ndarray,
                           slack: np.ndarray, row_bound: "RowBound | None" = None) -> tuple[np.ndarray, np.ndarray]:
-        """Back-substitute the neurons entering ReLU step k that still straddle 0."""
+        """Back-substitute the neurons entering ReLU step k that still straddle 0: a batch's
+        boxes each their own (_tighten_per_box); one box, or optimised rows, all that straddle
+        in any box at once."""
         straddles = (lo < 0) & (hi > 0)
         unstable = np.flatnonzero(np.any(straddles, axis=0))
         if unstable.size == 0 or unstable.size > self.max_backsub:
             return lo, hi
-        lo, hi = lo.copy(), hi.copy()
+        B, m = lo.shape
         slack = np.broadcast_to(slack, lo.shape)
-        if row_bound is not None:
-            B, m = lo.shape
-            rows = np.zeros((2 * unstable.size, m))
-            rows[np.arange(unstable.size), unstable] = 1.0                   # lower bound of z_j
-            rows[unstable.size + np.arange(unstable.size), unstable] = -1.0  # lower bound of -z_j
-            found = row_bound(out, rows, k) - slack[:, np.concatenate([unstable, unstable])]
-            lo[:, unstable] = np.maximum(lo[:, unstable], found[:, :unstable.size])
-            hi[:, unstable] = np.minimum(hi[:, unstable], -found[:, unstable.size:])
-            return lo, hi
-        # Each box substitutes only its own unstable neurons: one (box, neuron) pair per row pair,
-        # each with its box's relaxations (ACAS Xu's boxes straddle about a third of the union).
+        if row_bound is None and B > 1:
+            return self._tighten_per_box(out, k, lo, hi, straddles, slack)
+        rows = np.zeros((2 * unstable.size, m))
+        rows[np.arange(unstable.size), unstable] = 1.0                   # lower bound of z_j
+        rows[unstable.size + np.arange(unstable.size), unstable] = -1.0  # lower bound of -z_j
+        found = row_bound(out, rows, k) if row_bound is not None else self._backward(out, rows[None].copy(), k)
+        found = found - slack[:, np.concatenate([unstable, unstable])]
+        lo, hi = lo.copy(), hi.copy()
+        lo[:, unstable] = np.maximum(lo[:, unstable], found[:, :unstable.size])
+        hi[:, unstable] = np.minimum(hi[:, unstable], -found[:, unstable.size:])
+        return lo, hi
+
+    def _tighten_per_box(self, out: ChainBounds, k: int, lo: np.ndarray, hi: np.ndarray, straddles: np.ndarray,
+                         slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each box back-substitutes only its own unstable neurons, one (box, neuron) pair per
+        pair of rows, with its box's relaxations (ACAS Xu's boxes straddle about a third of the
+        union of a batch's)."""
         owner, neuron = np.nonzero(straddles)
         Lam = np.zeros((owner.size, 2, lo.shape[1]))
         Lam[np.arange(owner.size), 0, neuron] = 1.0                       # lower bound of z_j
         Lam[np.arange(owner.size), 1, neuron] = -1.0                      # lower bound of -z_j
         found = self._backward(out, Lam, k, owner) - slack[owner, neuron][:, None]
+        lo, hi = lo.copy(), hi.copy()
         lo[owner, neuron] = np.maximum(lo[owner, neuron], found[:, 0])
         hi[owner, neuron] = np.minimum(hi[owner, neuron], -found[:, 1])
         return lo, hi
