@@ -900,7 +900,7 @@ class _Node:
 
     decisions: list[tuple[int, int, bool]]
     layers: tuple[list[np.ndarray], list[np.ndarray]]
-    values: np.ndarray
+    values: np.ndarray | None = None       # None in LP ReLU splitting, which keeps no row bounds
     warm: _Warm | None = None
 
 

@@ -20,6 +20,20 @@ def benchmark_networks() -> list[Path]:
     return sorted(SHARED.glob("*/onnx/*.onnx")) if SHARED.is_dir() else []
 
 
+def vnnlib_suites() -> list[str]:
+    """The benchmark folders whose instances.csv lists (onnx, vnnlib) pairs; others (acc's closed-loop
+    specs) have columns of their own."""
+    if not SHARED.is_dir():
+        return []
+    suites = []
+    for csv_path in sorted(SHARED.glob("*/instances.csv")):
+        with open(csv_path, newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if {"onnx", "vnnlib", "timeout_s"} <= set(header):
+            suites.append(csv_path.parent.name)
+    return suites
+
+
 def benchmark_instances(folder: str) -> list[tuple[Path, Path, float, str | None]]:
     """(onnx, vnnlib, timeout, expected) rows of a benchmark folder's instances.csv."""
     base = SHARED / folder

@@ -12,13 +12,13 @@ from smtverify import load_onnx
 from smtverify.cli import main
 from smtverify.reference import OnnxRuntimeExecutor
 from smtverify.vnnlib import read_vnnlib
-from tests.conftest import SHARED, benchmark_instances, benchmark_networks, needs_shared
+from tests.conftest import SHARED, benchmark_instances, benchmark_networks, needs_shared, vnnlib_suites
 
 pytestmark = needs_shared
 
 
 def first_property_of(network_path: Path) -> Path | None:
-    for folder in sorted(p.name for p in SHARED.iterdir() if (p / "instances.csv").is_file()):
+    for folder in vnnlib_suites():
         for onnx_path, vnnlib_path, _, _ in benchmark_instances(folder):
             if onnx_path == network_path.resolve():
                 return vnnlib_path
