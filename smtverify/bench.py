@@ -3,12 +3,14 @@ soon as it is known (an interrupted run keeps what it found), and compared with 
 from __future__ import annotations
 
 import csv
+import math
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import SmtVerifyError
+from .errors import InputFileError, SmtVerifyError
 from .onnx_import import load_onnx
 from .verdict import Result, Verdict
 from .verify import Settings, Verifier
@@ -26,11 +28,23 @@ class Instance:
 
 
 @dataclass
+class Failure:
+    """Why an instance gave no verdict: bad input (a named error), or a defect of smtverify's own
+    (any other exception), with its traceback for --debug."""
+
+    message: str
+    internal: bool
+    traceback: str = ""
+
+
+@dataclass
 class Outcome:
     instance: Instance
     verdict: str          # the competition's word
     seconds: float
     detail: str
+    failure: Failure | None = None
+    result: Result | None = None
 
     @property
     def solved(self) -> bool:
@@ -41,43 +55,91 @@ class Outcome:
         return self.solved and self.instance.expected in ("sat", "unsat") and self.verdict != self.instance.expected
 
 
+EXPECTED_WORDS = {"sat", "unsat", "unknown", "timeout", "error"}
+
+
 def read_instances(path: str | Path) -> list[Instance]:
-    """Rows of an instances.csv (with or without a header), paths relative to the csv."""
+    """Rows of an instances.csv (with or without a header), paths relative to the csv. Every row is
+    checked before any instance runs, so a typo on line 90 does not surface after an hour of work."""
     path = Path(path)
-    base = path.parent
-    with open(path, newline="") as handle:
-        rows = [r for r in csv.reader(handle) if r and not r[0].startswith("#")]
-    if rows and rows[0][0] == "onnx":
+    if not path.is_file():
+        raise InputFileError("no such instances file", file=path)
+    try:
+        with open(path, newline="") as handle:
+            rows = [(number, r) for number, r in enumerate(csv.reader(handle), 1) if r and not r[0].startswith("#")]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise InputFileError(f"not a readable csv: {error}", file=path) from None
+    if rows and rows[0][1][0].strip() == "onnx":
+        _check_header(path, rows[0][1])
         rows = rows[1:]
-    return [Instance(base / r[0], base / r[1], float(r[2]), (r[3].strip() or None) if len(r) > 3 else None)
-            for r in rows]
+    if not rows:
+        raise InputFileError("lists no instances", file=path)
+    return [_instance(path, number, row) for number, row in rows]
 
 
-def decide(instance: Instance, timeout: float, settings: Settings | None = None) -> tuple[Result | None, str]:
-    """One instance: the result, or None and the error message for bad input."""
+def _check_header(path: Path, header: list[str]) -> None:
+    names = [h.strip() for h in header]
+    if names[:3] != ["onnx", "vnnlib", "timeout_s"] or (len(names) > 3 and names[3] != "expected"):
+        raise InputFileError(f"the header {','.join(names)} is not onnx,vnnlib,timeout_s[,expected]",
+                             file=path, line=1)
+
+
+def _instance(path: Path, number: int, row: list[str]) -> Instance:
+    """One row, checked: two files that exist, a positive timeout, a known expected verdict."""
+    if len(row) < 3:
+        raise InputFileError(f"a row needs onnx,vnnlib,timeout_s[,expected]; this one has {len(row)} "
+                             "column(s)", file=path, line=number)
+    onnx_file, vnnlib_file = path.parent / row[0].strip(), path.parent / row[1].strip()
+    for column, file in (("onnx", onnx_file), ("vnnlib", vnnlib_file)):
+        if not file.is_file():
+            raise InputFileError(f"{file} does not exist", file=path, line=number, field=column)
+    try:
+        timeout = float(row[2])
+    except ValueError:
+        raise InputFileError(f"'{row[2]}' is not a number", file=path, line=number, field="timeout_s") from None
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise InputFileError(f"the timeout must be positive and finite, not {row[2]}", file=path, line=number,
+                             field="timeout_s")
+    expected = row[3].strip().lower() if len(row) > 3 else ""
+    if expected and expected not in EXPECTED_WORDS:
+        raise InputFileError(f"'{row[3]}' is not one of {sorted(EXPECTED_WORDS)}", file=path, line=number,
+                             field="expected")
+    return Instance(onnx_file, vnnlib_file, timeout, expected or None)
+
+
+def decide(instance: Instance, timeout: float, settings: Settings | None = None) -> tuple[Result | None, Failure | None]:
+    """One instance: (the result, None), or (None, why it failed). Nothing escapes but an
+    interrupt, so one bad instance cannot end a run over a whole suite."""
     try:
         network = load_onnx(instance.onnx)
         prop = read_vnnlib(instance.vnnlib, network.n_inputs, network.n_outputs)
         chosen = Settings(**{**(settings or Settings()).__dict__, "timeout": timeout})
-        return Verifier(network, chosen).verify(prop), ""
+        return Verifier(network, chosen).verify(prop), None
     except SmtVerifyError as error:
-        return None, str(error)
+        return None, Failure(str(error), internal=False)
+    except Exception as error:     # a defect of smtverify's (MemoryError too): reported, never hidden
+        return None, Failure(f"internal error: {type(error).__name__}: {error}", internal=True,
+                             traceback=traceback.format_exc())
 
 
 def run(instances: list[Instance], timeout_scale: float = 1.0, out: str | Path | None = None,
         settings: Settings | None = None, report: Callable[[Outcome, int], None] | None = None) -> Iterator[Outcome]:
     """Decide each instance in turn, appending a row to `out` as each finishes."""
     writer = None
-    handle = open(out, "w", newline="") if out else None
+    try:
+        handle = open(out, "w", newline="") if out else None
+    except OSError as error:
+        raise InputFileError(f"cannot write the results: {error.strerror}", file=out, field="--out") from None
     try:
         if handle:
             writer = csv.DictWriter(handle, FIELDS)
             writer.writeheader()
         for index, instance in enumerate(instances):
             start = time.perf_counter()
-            result, error = decide(instance, instance.timeout * timeout_scale, settings)
+            result, failure = decide(instance, instance.timeout * timeout_scale, settings)
             verdict = result.verdict.vnncomp if result else Verdict.ERROR.vnncomp
-            outcome = Outcome(instance, verdict, time.perf_counter() - start, error or _detail(result))
+            outcome = Outcome(instance, verdict, time.perf_counter() - start,
+                              failure.message if failure else _detail(result), failure, result)
             if writer:
                 writer.writerow({"onnx": str(instance.onnx), "vnnlib": str(instance.vnnlib),
                                  "timeout_s": instance.timeout, "expected": instance.expected or "",

@@ -7,45 +7,114 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 
 from . import __version__
-from .errors import SmtVerifyError
+from .errors import SmtVerifyError, UnsupportedOperatorError
 from .inputs import read_input
 from .onnx_import import load_onnx
 from .verdict import Verdict
 
-EXIT_ERROR = 2
+EXIT_ERROR = 2        # bad input: a named error
+EXIT_INTERNAL = 3     # a defect of smtverify's own: reported in one line, traceback with --debug
+EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attached_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()          # a closed pipe shows here, while it can still be handled
+        return status
     except SmtVerifyError as error:
         if args.debug:
             raise
         print(f"smtverify: error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_PIPE_CLOSED
     except KeyboardInterrupt:
         print("smtverify: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"smtverify: {_internal(error)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _internal(error: BaseException) -> str:
+    return (f"internal error: {type(error).__name__}: {error} (a defect of smtverify; "
+            "--debug shows the traceback)")
+
+
+def _discard_stdout() -> None:
+    """After the reader of stdout went away (`smtverify ... | head -1`): whatever is still buffered
+    goes to /dev/null, so the interpreter's own flush at exit does not complain."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+_NEGATIVE_VALUE = re.compile(r"-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def _attached_negative_values(argv: list[str]) -> list[str]:
+    """`--domain -1,1` as `--domain=-1,1`: argparse takes a value that starts with '-' for an
+    option unless it is a plain negative number, so ranges and negative numbers written after a
+    space would be rejected with a confusing message instead of reaching their own check."""
+    attached: list[str] = []
+    for token in argv:
+        if attached and attached[-1].startswith("--") and "=" not in attached[-1] and _NEGATIVE_VALUE.match(token):
+            attached[-1] = f"{attached[-1]}={token}"
+        else:
+            attached.append(token)
+    return attached
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, as every other error of the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (--help shows the usage)\n")
+
+
+def _number(least: str) -> Callable[[str], float]:
+    """An argparse type: a finite float above 0 (least='positive') or at least 0 ('non-negative')."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not math.isfinite(value) or value < 0 or (least == "positive" and value == 0):
+            raise argparse.ArgumentTypeError(f"must be a {least} finite number, not {text}")
+        return value
+    parse.__name__ = f"{least} number"
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _number("positive"), _number("non-negative")
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser = argparse.ArgumentParser(prog="smtverify", description="Safety verification of neural-network "
+    parser = _Parser(prog="smtverify", description="Safety verification of neural-network "
                                      "classification decisions (DLV method, Z3).")
     parser.add_argument("--version", action="version", version=f"smtverify {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -65,25 +134,25 @@ def _parser() -> argparse.ArgumentParser:
                      "unknown, timeout or error)")
     vnnlib.add_argument("model", help="ONNX file")
     vnnlib.add_argument("property", help="VNN-LIB file")
-    vnnlib.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    vnnlib.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds (default 60)")
     vnnlib.add_argument("--out", help="write a result file in the competition's format")
     bench = command("bench", _bench, "run every instance of an instances.csv and compare with expected verdicts")
     bench.add_argument("instances", help="instances.csv (onnx,vnnlib,timeout_s[,expected]; paths relative to it)")
-    bench.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every timeout (default 1)")
+    bench.add_argument("--timeout-scale", type=POSITIVE, default=1.0, help="multiply every timeout (default 1)")
     bench.add_argument("--out", help="results csv, written as each instance finishes")
     certify = command("certify", _certify, "L-infinity robustness of one classification decision")
     certify.add_argument("model", help="ONNX file")
     certify.add_argument("--input", required=True, help=".npy or image holding one input")
     certify.add_argument("--label", type=int, required=True, help="the class the decision should keep")
-    certify.add_argument("--eps", type=float, required=True, help="radius of the L-infinity ball")
+    certify.add_argument("--eps", type=NON_NEGATIVE, required=True, help="radius of the L-infinity ball")
     certify.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
-    certify.add_argument("--timeout", type=float, default=60.0)
+    certify.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds (default 60)")
     certify.add_argument("--out", help="save a counterexample (npy) here")
     encode = command("encode", _encode, "write a VNN-LIB query as self-contained SMT-LIB2 (sat = counterexample)")
     encode.add_argument("model", help="ONNX file")
     encode.add_argument("property", help="VNN-LIB file")
     encode.add_argument("-o", "--output", required=True, help="the .smt2 file to write")
-    encode.add_argument("--lp-seconds", type=float, default=30.0,
+    encode.add_argument("--lp-seconds", type=NON_NEGATIVE, default=30.0,
                         help="time for tightening neuron bounds by LP before encoding (0: none)")
     search = command("search", _search, "DLV search for adversarial examples on a grid of manipulations "
                      "(SAFE_ON_GRID / UNSAFE / UNKNOWN)")
@@ -117,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--lift-cells", type=int, default=64, help="--prove-cells: at most this many cells a grid "
                         "(adjacent cells merged beyond it; default 64)")
     search.add_argument("--budget-points", type=int, help="stop after this many grid points (UNKNOWN)")
-    search.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    search.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds (default 60)")
     search.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
     search.add_argument("--out", default="smtverify-search", help="folder for the examples (default ./smtverify-search)")
     demo = command("demo", _demo, "the main job on the bundled MNIST CNN: find an adversarial example, prove a "
@@ -144,7 +213,10 @@ def _info(args: argparse.Namespace) -> int:
         "fully_supported": network.supported, "problems": [str(p) for p in network.problems],
     }
     _emit(args, record, _info_text(record))
-    return 0 if network.supported else 1
+    if not network.supported:
+        raise UnsupportedOperatorError(f"{len(network.problems)} unsupported operator(s); the first: "
+                                       f"{network.problems[0]}", file=args.model)
+    return 0
 
 
 def _info_text(record: dict[str, Any]) -> str:
@@ -186,22 +258,40 @@ def _vnnlib(args: argparse.Namespace) -> int:
     from . import confirm
     from .bench import Instance, decide
 
-    result, error = decide(Instance(Path(args.model), Path(args.property), args.timeout, None), args.timeout)
+    _check_writable(args.out, "--out")
+    result, failure = decide(Instance(Path(args.model), Path(args.property), args.timeout, None), args.timeout)
     if result is None:
-        print("error")
-        print(f"smtverify: error: {error}", file=sys.stderr)
         if args.out:
             confirm.write_vnncomp_result(args.out, "error")
-        return EXIT_ERROR
+        print("error", flush=True)
+        _report_failure(failure, args.debug)
+        return EXIT_INTERNAL if failure.internal else EXIT_ERROR
     word = result.verdict.vnncomp
-    print(word)
+    if args.out:      # first, so that a reader who stops after the first line loses nothing
+        confirm.write_vnncomp_result(args.out, word, result.counterexample)
+    print(word, flush=True)
     if args.json:
         print(json.dumps(result.summary()))
     else:
         _print_result_details(result)
-    if args.out:
-        confirm.write_vnncomp_result(args.out, word, result.counterexample)
     return 0
+
+
+def _report_failure(failure, debug: bool) -> None:
+    """One line on stderr; an internal error's traceback before it with --debug."""
+    if not failure.internal:
+        print(f"smtverify: error: {failure.message}", file=sys.stderr)
+        return
+    if debug:
+        print(failure.traceback, end="", file=sys.stderr)
+    print(f"smtverify: {failure.message}" + ("" if debug else " (a defect of smtverify; --debug shows the traceback)"),
+          file=sys.stderr)
+
+
+def _check_writable(path: str | None, field: str) -> None:
+    """Before any work: the folder of an output file exists, so hours of work are not lost at the end."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise SmtVerifyError(f"the folder {Path(path).parent} does not exist", file=path, field=field)
 
 
 def _print_result_details(result) -> None:
@@ -218,22 +308,26 @@ def _print_result_details(result) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import read_instances, run
 
+    _check_writable(args.out, "--out")
     instances = read_instances(args.instances)
-    wrong, solved, total = 0, 0, 0.0
 
     def report(outcome, index: int) -> None:
         flag = "   <-- WRONG ANSWER" if outcome.wrong else ""
         print(f"[{index + 1}/{len(instances)}] {outcome.instance.onnx.name} {outcome.instance.vnnlib.name}: "
               f"{outcome.verdict} (expected {outcome.instance.expected or '?'}) {outcome.seconds:.2f}s{flag}",
               file=sys.stderr)
+        if outcome.failure is not None:
+            _report_failure(outcome.failure, args.debug)
 
     outcomes = list(run(instances, args.timeout_scale, args.out, report=report))
-    solved = sum(o.solved for o in outcomes)
     wrong = [o for o in outcomes if o.wrong]
     total = sum(o.seconds for o in outcomes)
-    record = {"instances": len(outcomes), "solved": solved, "wrong": len(wrong), "total_seconds": round(total, 3),
-              "sat": sum(o.verdict == "sat" for o in outcomes), "unsat": sum(o.verdict == "unsat" for o in outcomes)}
-    text = (f"solved {solved}/{len(outcomes)} (sat {record['sat']}, unsat {record['unsat']}), "
+    words = Counter(o.verdict for o in outcomes)
+    record = {"instances": len(outcomes), "solved": words["sat"] + words["unsat"], "wrong": len(wrong),
+              "total_seconds": round(total, 3), "sat": words["sat"], "unsat": words["unsat"],
+              "timeout": words["timeout"], "unknown": words["unknown"], "error": words["error"]}
+    text = (f"solved {record['solved']}/{len(outcomes)} (sat {record['sat']}, unsat {record['unsat']}), "
+            f"timeout {record['timeout']}, unknown {record['unknown']}, error {record['error']}, "
             f"wrong {len(wrong)}, total {total:.1f} s")
     for o in wrong:
         text += f"\n!!! WRONG ANSWER: {o.instance.onnx} {o.instance.vnnlib}: said {o.verdict}, expected {o.instance.expected}"
@@ -244,9 +338,11 @@ def _bench(args: argparse.Namespace) -> int:
 def _certify(args: argparse.Namespace) -> int:
     from .verify import Settings, Verifier, robustness_property
 
+    low, high = _domain(args.domain)
+    _check_writable(args.out, "--out")
     network = load_onnx(args.model)
     x = read_input(args.input, network)
-    low, high = _domain(args.domain)
+    _check_within_domain(x, (low, high), args.input)
     prop = robustness_property(network, x, args.label, args.eps, low, high)
     result = Verifier(network, Settings(timeout=args.timeout)).verify(prop)
     verdict = result.verdict.value if result.verdict in (Verdict.SAFE, Verdict.UNSAFE) else "UNKNOWN"
@@ -374,14 +470,25 @@ def _domain(text: str) -> tuple[float, float]:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
         raise SmtVerifyError(f"--domain must be LO,HI, not '{text}'", field="--domain") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise SmtVerifyError(f"--domain {text}: LO and HI must be finite numbers", field="--domain")
     if not low < high:
         raise SmtVerifyError(f"--domain {text}: LO must be below HI", field="--domain")
     return low, high
 
 
+def _check_within_domain(x: np.ndarray, domain: tuple[float, float], input_path: str) -> None:
+    outside = np.flatnonzero((x.reshape(-1) < domain[0]) | (x.reshape(-1) > domain[1]))
+    if outside.size:
+        raise SmtVerifyError(f"the input lies outside the domain {list(domain)}: value {x.reshape(-1)[outside[0]]:.6g} "
+                             f"at flat index {outside[0]} ({outside.size} values outside)", file=input_path,
+                             field="--domain")
+
+
 def _encode(args: argparse.Namespace) -> int:
     from .encode import write_smtlib2
 
+    _check_writable(args.output, "--output")
     write_smtlib2(args.model, args.property, args.output, args.lp_seconds)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

@@ -55,10 +55,24 @@ def read_input(path: str | Path, network: Network) -> np.ndarray:
     """
     array = read_array(path)
     if array.shape == network.input_shape:
-        return array.astype(np.float32)
+        return _finite(array, path)
     if array.shape == (1,) + network.input_shape:
-        return array[0].astype(np.float32)
+        return _finite(array[0], path)
     if Path(path).suffix.lower() in IMAGE_SUFFIXES and array.size == network.n_inputs:
-        return array.reshape(network.input_shape).astype(np.float32)
+        return _finite(array.reshape(network.input_shape), path)
     raise InputShapeError(f"holds shape {list(array.shape)}; the network "
                           f"'{Path(network.path).name}' expects {list(network.input_shape)}", file=path)
+
+
+def _finite(array: np.ndarray, path: str | Path) -> np.ndarray:
+    """As float32, or an error for values no input can have: NaN, infinity, a non-numeric dtype,
+    or a number too large for float32 (which would become infinity silently)."""
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
+        raise InputFileError(f"holds {array.dtype} values, not real numbers", file=path)
+    with np.errstate(over="ignore"):
+        values = array.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(values.reshape(-1)))
+    if bad.size:
+        raise InputFileError(f"holds {bad.size} value(s) that are NaN or infinite in float32, the first at flat "
+                             f"index {bad[0]} ({array.reshape(-1)[bad[0]]})", file=path)
+    return values

@@ -1106,7 +1106,11 @@ def robustness_property(network: Network, x: np.ndarray, label: int, eps: float,
     if not 0 <= label < network.n_outputs:
         raise SmtVerifyError(f"label {label} is not a class of a network with {network.n_outputs} outputs",
                              field="--label")
+    if not (np.isfinite(eps) and eps >= 0):
+        raise SmtVerifyError(f"eps must be a non-negative finite number, not {eps}", field="--eps")
     centre = np.asarray(x, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(centre)):
+        raise SmtVerifyError("the input holds NaN or infinite values", field="--input")
     lower, upper = np.clip(centre - eps, low, high), np.clip(centre + eps, low, high)
     box = InputBox(lower, upper, tuple(Fraction(float(v)) for v in lower), tuple(Fraction(float(v)) for v in upper))
     constraints = []
