@@ -39,11 +39,6 @@ def main(argv: list[str] | None = None) -> int:
         status = args.run(args)
         sys.stdout.flush()          # a closed pipe shows here, while it can still be handled
         return status
-    except SmtVerifyError as error:
-        if args.debug:
-            raise
-        print(f"smtverify: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
     except BrokenPipeError:
         _discard_stdout()
         return EXIT_PIPE_CLOSED
@@ -53,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        print(f"smtverify: {_internal(error)}", file=sys.stderr)
-        return EXIT_INTERNAL
+        named = isinstance(error, SmtVerifyError)
+        print(f"smtverify: {'error: ' + str(error) if named else _internal(error)}", file=sys.stderr)
+        return EXIT_ERROR if named else EXIT_INTERNAL
 
 
 def _internal(error: BaseException) -> str:
@@ -176,6 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--candidates", type=int, default=16, help="--layer: at most this many misclassified hidden "
                         "points back-mapped to inputs (default 16)")
     search.add_argument("--all", action="store_true", help="collect every example, not only the first")
+    search.add_argument("--max-files", type=int, default=1000, help="write (and report) at most this many examples; "
+                        "later ones are only counted, as examples_not_written (default 1000)")
     search.add_argument("--minimal", metavar="S1,S2,...", help="minimal manipulation: search the grid of the chosen "
                         "pixels at each of these spans and report the smallest span, and the fewest changed "
                         "pixels, for which it holds an adversarial example (pixel family, one grid a span)")
@@ -381,7 +379,8 @@ def _search(args: argparse.Namespace) -> int:
     for name, value in (("--span", args.span), ("--steps", args.steps), ("--features", args.features),
                         ("--rounds", args.rounds), ("--paths", args.paths), ("--budget-points", args.budget_points),
                         ("--lift-timeout", args.lift_timeout), ("--lift-cells", args.lift_cells),
-                        ("--hidden-features", args.hidden_features), ("--candidates", args.candidates)):
+                        ("--hidden-features", args.hidden_features), ("--candidates", args.candidates),
+                        ("--max-files", args.max_files)):
         if value is not None and not value > 0:
             raise SmtVerifyError(f"{name} must be positive, not {value}", field=name)
     domain = _domain(args.domain)
@@ -389,15 +388,17 @@ def _search(args: argparse.Namespace) -> int:
         raise SmtVerifyError(f"the input lies outside the domain {list(domain)}", file=args.input, field="--domain")
     settings = SearchSettings(family=args.family, span=args.span, steps=args.steps, features=args.features or min(4, network.n_inputs),
                               heuristic=args.heuristic, rounds=args.rounds, paths=args.paths, collect_all=args.all,
-                              max_points=args.budget_points, timeout=args.timeout, domain=domain,
+                              max_examples=args.max_files, max_points=args.budget_points, timeout=args.timeout,
+                              domain=domain,
                               lift=args.prove_cells, lift_timeout=args.lift_timeout, lift_cells=args.lift_cells,
                               layer=args.layer, hidden=args.layer and HiddenSettings(
                                   args.layer, args.hidden_features, args.steps, args.candidates))
     if args.minimal:
         return _minimal(args, network, x, settings, dims)
-    with ExampleWriter(args.out, x, domain) as writer:
+    with ExampleWriter(args.out, x, domain, args.max_files) as writer:
         report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write)
-    record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
+    record = {"model": network.path, "input": args.input, **report.summary(), **writer.summary(),
+              "examples_not_written": report.examples_found - writer.written, "out": args.out}
     _emit(args, record, _search_text(record))
     return 0
 
@@ -417,7 +418,7 @@ def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: l
         raise SmtVerifyError("--minimal spans must be positive", field="--minimal")
     if dims is None:
         dims = [int(d) for d in select_features(network, x, settings.features, settings.heuristic, args.label)]
-    with ExampleWriter(args.out, x, settings.domain) as writer:
+    with ExampleWriter(args.out, x, settings.domain, args.max_files) as writer:
         report = minimal_search(network, x, dims, spans, args.steps, args.label, settings, on_found=writer.write)
     record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
     text = [f"minimal manipulation of pixels {report.dims} (steps {report.steps}): smallest span with an "
@@ -461,6 +462,9 @@ def _search_text(record: dict[str, Any]) -> str:
                      f"L1 {e['l1']:.4g} L2 {e['l2']:.4g} Linf {e['linf']:.4g} -> {e['input_file']}")
     if len(record["examples"]) > 10:
         lines.append(f"  ... {len(record['examples']) - 10} more examples under {record['out']}")
+    if record["examples_not_written"]:
+        lines.append(f"  {record['examples_not_written']:,} more examples found, not written (--max-files "
+                     f"{record['max_files']:,}; {record['examples_found']:,} found in all)")
     return "\n".join(lines)
 
 
