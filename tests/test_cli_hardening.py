@@ -3,8 +3,10 @@ unexpected exception inside a decision never ends a run silently, and a closed s
 from __future__ import annotations
 
 import csv
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from onnx import helper
 from smtverify import resources
 from smtverify.cli import EXIT_ERROR, EXIT_INTERNAL, main
 from smtverify.verify import Verifier
-from tests.conftest import make_model, save
+from tests.conftest import SHARED, make_model, needs_shared, save
 
 PROPERTY = """(declare-const X_0 Real)
 (declare-const X_1 Real)
@@ -186,3 +188,23 @@ def test_closed_stdout_ends_quietly(instance):
     child.stdout.close()                   # the reader has gone, as after `| head -0`
     _, err = child.communicate(timeout=60)
     assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+@needs_shared
+def test_interrupted_bench_keeps_the_rows_it_wrote(tmp_path):
+    """Ctrl-C during the second instance: the first row is on disk, the run exits 130 quietly."""
+    acas = SHARED / "acasxu"
+    rows = [["onnx", "vnnlib", "timeout_s", "expected"],
+            [acas / "onnx/ACASXU_run2a_1_1_batch_2000.onnx", acas / "vnnlib/prop_1.vnnlib", 60, "unsat"],
+            [acas / "onnx/ACASXU_run2a_3_3_batch_2000.onnx", acas / "vnnlib/prop_2.vnnlib", 60, "unsat"]]
+    out = tmp_path / "results.csv"
+    child = subprocess.Popen([sys.executable, "-m", "smtverify.cli", "bench", write_csv(tmp_path / "i.csv", rows),
+                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.is_file() or len(out.read_text().splitlines()) < 2):
+        time.sleep(0.1)
+    time.sleep(1.0)                                   # well into the second instance
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130 and b"Traceback" not in err
+    assert [r["verdict"] for r in csv.DictReader(open(out))] == ["unsat"]
