@@ -10,7 +10,10 @@ same for every grid point. Three evaluators, chosen automatically:
   the base plus a sum of small tables, one per group of neurons reading the same pixels, indexed
   by those pixels' grid positions; affine steps right after it fold into the tables. When only
   affine steps follow (pooled features -> Gemm -> logits), the logits are base + sum of tables.
-`choose_evaluator` picks by estimated time per point, table building included.
+`choose_evaluator` picks the evaluator estimated to get furthest within the time left (the whole
+grid in the least time when it can), table building included; tables never take more than
+TABLE_BYTES, and a table build that overruns its share of the time is abandoned for the
+difference evaluator.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Callable
 import numpy as np
 from scipy import sparse
 
+from .budget import Deadline, OutOfTime
 from .errors import SmtVerifyError
 from .manipulations import Manipulation, PixelManipulation
 from .network import Network
@@ -28,6 +32,10 @@ from .pwl import Activation, Affine, Chain, MaxPool, chain_of
 CHUNK_BYTES = 1 << 26          # working memory of one evaluated chunk
 MAX_CHUNK = 1 << 16
 TABLE_CONFIGS = 1 << 20        # table rows in all: beyond this, tables cost more than they save
+TABLE_BYTES = 1 << 28          # float32 table entries in all (256 MB): memory stays flat whatever the grid
+UNIT_SECONDS = 1e-9            # the cost estimates' unit
+BUILD_SHARE = 0.5              # tables are planned only if their estimated build fits in this share of the time left
+ABANDON_SHARE = 0.75           # a build still running at this share of the time left is given up
 MERGE_ROWS = 4096              # tables merge (one lookup fewer) while they stay this small
 MASK_BITS = 62                 # pixel sets are int64 bit masks
 
@@ -240,36 +248,44 @@ class TableEvaluator:
 
     name = "tables"
 
-    def __init__(self, chain: Chain, manipulation: PixelManipulation, cut: int, fast: DifferenceEvaluator) -> None:
+    def __init__(self, chain: Chain, manipulation: PixelManipulation, cut: int, fast: DifferenceEvaluator,
+                 deadline: Deadline = Deadline()) -> None:
+        """Builds the tables, polling `deadline` between chunks of table rows (OutOfTime when it passes)."""
         self.fast = fast
         self.resume = _resume(chain, cut)
         exact = DifferenceEvaluator(chain, manipulation, np.float64)
         keep = fast.stages[self.resume - 1].rows
         sets, owner = _groups(_pixel_sets(fast, cut), 2 * manipulation.steps + 1)
-        self.tables = [self._table(exact, cut, np.flatnonzero(owner == g), keep, _bits(mask))
+        self.tables = [self._table(exact, cut, np.flatnonzero(owner == g), keep, _bits(mask), deadline)
                        for g, mask in enumerate(sets)]
         self.base = exact.base[self.resume][keep].astype(np.float32)
         self.chunk_size = _chunk_for(3 * max([len(keep)] + [len(s.rows) for s in fast.stages[self.resume:]]))
 
     def _table(self, exact: DifferenceEvaluator, cut: int, local: np.ndarray, keep: np.ndarray,
-               params: np.ndarray) -> _Table:
+               params: np.ndarray, deadline: Deadline) -> _Table:
         """The contribution, through step `cut` and the affine steps after it, of the cut layer's
-        neurons `local` (positions among its affected ones) for every grid position of `params`."""
+        neurons `local` (positions among its affected ones) for every grid position of `params`.
+        Rows are computed a chunk at a time straight into the table: no copy of it is ever held."""
         steps = exact.manipulation.steps[params]
         radices = 2 * steps + 1
         strides = np.cumprod(np.append(1, radices[:0:-1]))[::-1]
-        c = np.zeros((int(np.prod(radices)), exact.manipulation.n_params), np.int64)
-        c[:, params] = np.stack(np.unravel_index(np.arange(len(c)), radices), axis=1) - steps
         members = exact.affected_before(cut)[local]
+        folded = exact.chain.steps[cut + 1:self.resume]
         W = sparse.csr_matrix(exact.chain.steps[cut].W)[:, members]
-        parts = []
-        for start in range(0, len(c), exact.chunk_size):
-            moved = exact.propagate(exact.inputs(c[start:start + exact.chunk_size]), 0, cut)[local]
+        table = np.empty((int(np.prod(radices)), len(keep)), np.float32)
+        if not folded:                            # no affine step after the cut: only the kept rows matter
+            W, keep = W[keep], slice(None)
+        for start in range(0, len(table), exact.chunk_size):
+            deadline.check("building the evaluator's tables")
+            stop = min(start + exact.chunk_size, len(table))
+            c = np.zeros((stop - start, exact.manipulation.n_params), np.int64)
+            c[:, params] = np.stack(np.unravel_index(np.arange(start, stop), radices), axis=1) - steps
+            moved = exact.propagate(exact.inputs(c), 0, cut)[local]
             values = W @ (moved - exact.base[cut][members, None])
-            for step in exact.chain.steps[cut + 1:self.resume]:
+            for step in folded:
                 values = step.W @ values
-            parts.append(np.asarray(values)[keep].T.astype(np.float32))
-        return _Table(params, strides, int(steps @ strides), np.ascontiguousarray(np.concatenate(parts)))
+            table[start:stop] = np.asarray(values)[keep].T
+        return _Table(params, strides, int(steps @ strides), table)
 
     def logits(self, c: np.ndarray) -> np.ndarray:
         columns = np.ascontiguousarray(c.T, dtype=np.int32)
@@ -284,30 +300,56 @@ def _lookup_cost(n_tables: int, width: int, params: int) -> float:
     return n_tables * 3 * width + 2 * params
 
 
-def best_cut(chain: Chain, manipulation: PixelManipulation, fast: DifferenceEvaluator,
-             points: int) -> tuple[int, float] | None:
-    """The affine step where tables make `points` evaluations cheapest, building included (a table
-    row costs the difference propagation up to that step), with that cost per point; None when no
-    step keeps its tables within TABLE_CONFIGS rows."""
+@dataclass(frozen=True)
+class TablePlan:
+    """Tables at one affine step, in cost units (about a nanosecond each)."""
+
+    cut: int
+    build: float                  # building every table row (a row costs the difference propagation to the cut)
+    per_point: float              # lookups and the rest of the chain, per point
+    table_bytes: int              # the tables' memory (float32), at most TABLE_BYTES
+
+
+def table_plans(chain: Chain, manipulation: PixelManipulation, fast: DifferenceEvaluator) -> list[TablePlan]:
+    """Tables at every affine step where they fit: at most TABLE_CONFIGS rows and TABLE_BYTES in all."""
     if manipulation.n_params > MASK_BITS:
-        return None
+        return []
     radices = 2 * manipulation.steps + 1
-    best: tuple[int, float] | None = None
+    plans = []
     for cut, step in enumerate(chain.steps):
         if not isinstance(step, Affine):
             continue
         sets, _ = _groups(_pixel_sets(fast, cut), radices)
         configs = float(np.sum(_positions(sets, radices)))
-        if configs > TABLE_CONFIGS:
-            continue
         resume = _resume(chain, cut)
         width = len(fast.stages[resume - 1].rows)
+        table_bytes = int(configs) * width * np.dtype(np.float32).itemsize
+        if configs > TABLE_CONFIGS or table_bytes > TABLE_BYTES:
+            continue
         build = configs * (sum(stage.cost for stage in fast.stages[:cut + 1]) + width)
         per_point = (_lookup_cost(len(sets), width, sum(len(_bits(mask)) for mask in sets))
-                     + sum(stage.cost for stage in fast.stages[resume:]) + build / points)
-        if best is None or per_point < best[1]:
-            best = (cut, per_point)
-    return best
+                     + sum(stage.cost for stage in fast.stages[resume:]))
+        plans.append(TablePlan(cut, build, per_point, table_bytes))
+    return plans
+
+
+def reach(build: float, per_point: float, points: int, seconds: float) -> tuple[float, float]:
+    """(points evaluated within `seconds`, at most `points`; cost units spent on them): an
+    evaluator's score. A build estimated past BUILD_SHARE of the time evaluates nothing: the
+    estimates are good to a factor of about two, and the build must leave time to evaluate."""
+    units = seconds / UNIT_SECONDS
+    if build > BUILD_SHARE * units:
+        return 0.0, build
+    done = min(float(points), (units - build) / max(per_point, 1.0))     # a point costs at least a unit
+    return done, build + done * per_point
+
+
+def _best_plan(plans: list[TablePlan], points: int, seconds: float) -> TablePlan | None:
+    """The plan reaching the most points in time, the cheapest of those."""
+    def score(plan: TablePlan) -> tuple[float, float]:
+        done, spent = reach(plan.build, plan.per_point, points, seconds)
+        return done, -spent
+    return max(plans, key=score, default=None)
 
 
 Evaluator = PlainEvaluator | DifferenceEvaluator | TableEvaluator
@@ -315,12 +357,15 @@ KINDS = ("auto", "plain", "difference", "tables")
 
 
 def choose_evaluator(network: Network, manipulation: Manipulation, kind: str = "auto",
-                     points: int | None = None) -> Evaluator:
-    """The evaluator estimated cheapest for about `points` evaluations (default: the whole grid);
-    `kind` forces one, and a forced kind that does not apply raises ValueError.
+                     points: int | None = None, deadline: Deadline = Deadline()) -> Evaluator:
+    """The evaluator estimated to evaluate the most of about `points` points (default: the whole
+    grid) before `deadline`, the fastest of those; `kind` forces one, and a forced kind that does
+    not apply raises ValueError.
 
     Estimates are in about-a-nanosecond units per point (stage costs above); the plain executor
-    costs about two units per weight of the whole chain.
+    costs about two units per weight of the whole chain. Chosen tables that are still being built
+    at ABANDON_SHARE of the time left give way to the difference evaluator; forced tables raise
+    OutOfTime instead.
     """
     if kind not in KINDS:
         raise ValueError(f"evaluator must be one of {', '.join(KINDS)}")
@@ -334,13 +379,20 @@ def choose_evaluator(network: Network, manipulation: Manipulation, kind: str = "
     fast = DifferenceEvaluator(chain, manipulation)
     if kind == "difference":
         return fast
-    cut = best_cut(chain, manipulation, fast, min(points or manipulation.grid_size, manipulation.grid_size))
+    target, seconds = min(points or manipulation.grid_size, manipulation.grid_size), deadline.left()
+    plan = _best_plan(table_plans(chain, manipulation, fast), target, seconds)
     if kind == "tables":
-        return _forced(None if cut is None else TableEvaluator(chain, manipulation, cut[0], fast), kind)
+        return _forced(None if plan is None else TableEvaluator(chain, manipulation, plan.cut, fast, deadline), kind)
     plain_cost = 2 * sum(s.W.nnz if sparse.issparse(s.W) else s.W.size for s in chain.steps if isinstance(s, Affine))
-    costs = {"plain": plain_cost, "difference": fast.cost, "tables": np.inf if cut is None else cut[1]}
-    cheapest = min(costs, key=costs.get)
-    return {"plain": plain, "difference": fast}.get(cheapest) or TableEvaluator(chain, manipulation, cut[0], fast)
+    scores = {"plain": reach(0.0, plain_cost, target, seconds), "difference": reach(0.0, fast.cost, target, seconds),
+              "tables": (-1.0, 0.0) if plan is None else reach(plan.build, plan.per_point, target, seconds)}
+    best = max(scores, key=lambda name: (scores[name][0], -scores[name][1]))
+    if best != "tables":
+        return {"plain": plain, "difference": fast}[best]
+    try:
+        return TableEvaluator(chain, manipulation, plan.cut, fast, deadline.share(ABANDON_SHARE))
+    except OutOfTime:
+        return fast
 
 
 def _forced(evaluator: Evaluator | None, kind: str) -> Evaluator:
