@@ -12,6 +12,7 @@ being called safe.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from itertools import chain, combinations, islice
@@ -19,7 +20,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .fast_eval import choose_evaluator
+from .budget import Deadline, OutOfTime
+from .fast_eval import Evaluator, choose_evaluator
 from .manipulations import Manipulation
 from .network import Network
 from .reference import OnnxRuntimeExecutor
@@ -200,6 +202,7 @@ class GridReport:
     reason: str = ""
     best_c: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))   # most promising points,
     best_margins: np.ndarray = field(default_factory=lambda: np.zeros(0))            # smallest margin first
+    examples_found: int = 0      # confirmed examples, `examples` holding the first of them (at most the cap)
 
     @property
     def points_per_second(self) -> float:
@@ -210,7 +213,7 @@ class GridReport:
                 "points_evaluated": self.points_evaluated, "seconds": round(self.seconds, 4),
                 "points_per_second": round(self.points_per_second, 1), "evaluator": self.evaluator,
                 "reached": list(self.reached), "near_ties": self.near_ties, "unconfirmed": self.unconfirmed,
-                "disputed": self.disputed, "reason": self.reason,
+                "disputed": self.disputed, "reason": self.reason, "examples_found": self.examples_found,
                 "examples": [example.summary() for example in self.examples]}
 
 
@@ -220,25 +223,32 @@ def _ring(c: np.ndarray) -> tuple[int, int]:
 
 @dataclass
 class _Checker:
-    """Re-runs flagged points with the independent executors and keeps the confirmed examples."""
+    """Re-runs flagged points with the independent executors and keeps the confirmed examples: the
+    first `max_examples` of them as Examples, handed on as found; the rest only counted."""
 
     network: Network
     manipulation: Manipulation
     label: int
     reference: OnnxRuntimeExecutor
     on_example: Callable[[Example], None] | None = None
+    max_examples: int | None = None
+    deadline: Deadline = Deadline()
     examples: list[Example] = field(default_factory=list)
+    found: int = 0
     near_ties: int = 0
     unconfirmed: int = 0
     disputed: int = 0
 
-    def check(self, c: np.ndarray, gap: np.ndarray, first_only: bool) -> None:
-        """Points in order of (k, r, L2 distance); stops at the first example when `first_only`."""
+    def check(self, c: np.ndarray, gap: np.ndarray, first_only: bool) -> int:
+        """Points in order of (k, r, L2 distance); stops at the first example when `first_only`.
+        Returns how many points were left unchecked because the deadline passed."""
         inputs = self.manipulation.apply(c)
         moved = inputs.reshape(len(c), -1).astype(np.float64) - self.manipulation.original.reshape(1, -1)
         l2 = np.sqrt(np.sum(moved ** 2, axis=1))
         order = np.lexsort((l2, np.abs(c).max(axis=1), np.count_nonzero(c, axis=1)))
         for start in range(0, len(order), CHECK_BATCH):
+            if self.deadline.passed():
+                return len(order) - start
             batch = order[start:start + CHECK_BATCH]
             self.near_ties += int(np.sum(gap[batch] >= 0))
             logits = self.reference.logits(inputs[batch])
@@ -246,13 +256,19 @@ class _Checker:
             others = [self.network.classify(inputs[batch], dtype) != self.label for dtype in (np.float32, np.float64)]
             self.disputed += int(np.sum(~confirmed & (others[0] | others[1])))
             self.unconfirmed += int(np.sum(~confirmed & (gap[batch] < 0)))
-            for i in np.flatnonzero(confirmed)[:1 if first_only else None]:
-                example = Example.of(inputs[batch[i]], self.manipulation.original, c[batch[i]], self.label, logits[i])
-                self.examples.append(example)
-                if self.on_example is not None:
-                    self.on_example(example)
-            if first_only and self.examples:
-                return
+            hits = np.flatnonzero(confirmed)[:1 if first_only else None]
+            self.found += len(hits)
+            room = len(hits) if self.max_examples is None else max(0, self.max_examples - len(self.examples))
+            for i in hits[:room]:
+                self._keep(Example.of(inputs[batch[i]], self.manipulation.original, c[batch[i]], self.label, logits[i]))
+            if first_only and self.found:
+                break
+        return 0
+
+    def _keep(self, example: Example) -> None:
+        self.examples.append(example)
+        if self.on_example is not None:
+            self.on_example(example)
 
 
 @dataclass
@@ -288,11 +304,69 @@ def _gap(logits: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray]:
     return logits[:, label] - best, scale
 
 
+def _paced(chunks: Iterator[np.ndarray], deadline: Deadline) -> Iterator[np.ndarray]:
+    """The chunks, whole while they fit in the time left at the rate measured so far; one that does
+    not is cut into pieces that do, so the last piece before the deadline ends near it. Whole chunks
+    keep the order of checks (by L2 within a chunk) independent of the machine's speed until the
+    deadline is near. The consumer handles each piece before asking for the next; every point still
+    comes once, in order."""
+    if math.isinf(deadline.at):
+        yield from chunks
+        return
+    start, done = time.perf_counter(), 0
+    for chunk in chunks:
+        while len(chunk):
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            fit = len(chunk) if not done else max(1, int(min(rate * deadline.left(), len(chunk))))
+            piece, chunk = chunk[:fit], chunk[fit:]
+            done += len(piece)
+            yield piece
+
+
+@dataclass
+class _Progress:
+    """How far the evaluation got, and which budget stopped it."""
+
+    evaluated: int = 0
+    reached: tuple[int, int] = (0, 0)
+    ran_out: str = ""
+    search_seconds: float = 0.0
+
+
+def _evaluate(chosen: Evaluator, manipulation: Manipulation, label: int, checker: _Checker, best: _Best,
+              progress: _Progress, max_points: int | None, collect_all: bool, tie_tolerance: float) -> None:
+    """The grid loop: chunks nearest first, each evaluated, offered to `best` and its flagged
+    points checked, until an example (unless `collect_all`), the grid's end or a budget."""
+    start = time.perf_counter()
+    for c in _paced(grid_points(manipulation.levels, chosen.chunk_size), checker.deadline):
+        if max_points is not None:
+            c = c[:max_points - progress.evaluated]
+            if len(c) == 0:
+                progress.ran_out = "the point budget ran out"
+                break
+        if checker.deadline.passed():
+            progress.ran_out = "the timeout ran out"
+            break
+        gap, scale = _gap(chosen.logits(c), label)
+        flagged = gap < tie_tolerance * np.maximum(1.0, scale)
+        best.offer(c, gap)
+        unchecked = checker.check(c[flagged], gap[flagged], first_only=not collect_all) if flagged.any() else 0
+        progress.evaluated += len(c) - unchecked
+        progress.reached = _ring(c[-1])
+        if unchecked:
+            progress.ran_out = "the timeout ran out while misclassified points were being confirmed"
+            break
+        if checker.found and not collect_all:
+            break
+    progress.search_seconds = time.perf_counter() - start
+
+
 def search_grid(network: Network, manipulation: Manipulation, label: int | None = None, *,
                 collect_all: bool = False, max_points: int | None = None, max_seconds: float | None = None,
                 evaluator: str = "auto", tie_tolerance: float = 1e-5,
                 reference: OnnxRuntimeExecutor | None = None, keep_best: int = 0,
-                on_example: Callable[[Example], None] | None = None) -> GridReport:
+                on_example: Callable[[Example], None] | None = None,
+                max_examples: int | None = None) -> GridReport:
     """Evaluate the grid until the first confirmed example (or all of them with `collect_all`) or
     a budget runs out.
 
@@ -302,44 +376,38 @@ def search_grid(network: Network, manipulation: Manipulation, label: int | None 
     `reference` reuses an onnxruntime session across searches of one network. `keep_best` keeps that
     many points of smallest margin (float32 evaluator) for DLV's next round; `on_example` sees each
     confirmed example as soon as it is found, so a caller can save it before the search ends.
+    `max_seconds` covers everything, the evaluator's tables included; `max_examples` caps the
+    examples kept (and handed on): later ones are only counted, so memory stays flat.
     """
     start = time.perf_counter()
+    deadline = Deadline.after(max_seconds, start)
     reference = reference or OnnxRuntimeExecutor(network)
     label = int(reference.classify(manipulation.original)[0]) if label is None else int(label)
-    chosen = choose_evaluator(network, manipulation, evaluator, max_points)
-    checker = _Checker(network, manipulation, label, reference, on_example)
-    best = _Best(keep_best)
-    evaluated, reached = 0, (0, 0)
+    checker = _Checker(network, manipulation, label, reference, on_example, max_examples, deadline)
+    best, progress, name = _Best(keep_best), _Progress(), "none (no time left)"
     with one_blas_thread():
-        search_start = time.perf_counter()
-        for c in grid_points(manipulation.levels, chosen.chunk_size):
-            if max_points is not None:
-                c = c[:max_points - evaluated]
-            if len(c) == 0 or (max_seconds is not None and time.perf_counter() - start > max_seconds):
-                break
-            logits = chosen.logits(c)
-            gap, scale = _gap(logits, label)
-            flagged = gap < tie_tolerance * np.maximum(1.0, scale)
-            evaluated += len(c)
-            reached = _ring(c[-1])
-            best.offer(c, gap)
-            if flagged.any():
-                checker.check(c[flagged], gap[flagged], first_only=not collect_all)
-            if checker.examples and not collect_all:
-                break
-    end = time.perf_counter()
-    verdict, reason = _verdict(checker, evaluated, manipulation.grid_size, reached)
-    return GridReport(verdict, checker.examples, label, manipulation.grid_size, evaluated, end - start,
-                      end - search_start, chosen.name, reached, checker.near_ties, checker.unconfirmed,
-                      checker.disputed, reason, best.c, best.margins)
+        try:
+            deadline.check("choosing the evaluator")
+            chosen = choose_evaluator(network, manipulation, evaluator, max_points, deadline)
+            name = chosen.name
+            _evaluate(chosen, manipulation, label, checker, best, progress, max_points, collect_all, tie_tolerance)
+        except OutOfTime as out:
+            progress.ran_out = str(out)
+    verdict, reason = _verdict(checker, progress, manipulation.grid_size)
+    return GridReport(verdict, checker.examples, label, manipulation.grid_size, progress.evaluated,
+                      time.perf_counter() - start, progress.search_seconds, name, progress.reached,
+                      checker.near_ties, checker.unconfirmed, checker.disputed, reason, best.c, best.margins,
+                      checker.found)
 
 
-def _verdict(checker: _Checker, evaluated: int, size: int, reached: tuple[int, int]) -> tuple[Verdict, str]:
-    if checker.examples:
+def _verdict(checker: _Checker, progress: _Progress, size: int) -> tuple[Verdict, str]:
+    if checker.found:
         return Verdict.UNSAFE, ""
-    if evaluated < size:
-        return Verdict.UNKNOWN, (f"the budget ran out: {evaluated} of {size} grid points evaluated, the last "
-                                 f"with {reached[0]} moved parameters at ring {reached[1]}")
+    if progress.evaluated < size:
+        k, r = progress.reached
+        last = f", the last with {k} moved parameters at ring {r}" if progress.evaluated else ""
+        return Verdict.UNKNOWN, (f"{progress.ran_out or 'the budget ran out'}: {progress.evaluated} of {size} grid "
+                                 f"points evaluated{last}")
     if checker.disputed:
         return Verdict.UNKNOWN, (f"{checker.disputed} grid points are classified as the label by onnxruntime "
                                  "but not by the numpy executor in float32 or float64")
