@@ -24,6 +24,7 @@
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ import z3
 
 from . import confirm, encode
 from .bounds import BoundPropagator
+from .budget import Deadline
 from .errors import SmtVerifyError
 from .features import activation_ranking
 from .grid import Example, GridReport, grid_points
@@ -46,6 +48,7 @@ from .verdict import Verdict
 
 EVALUATOR = "hidden layer: later steps in float64 numpy"
 CHUNK = 4096
+MIN_Z3_SECONDS = 0.05              # a Z3 query is not started with less time left than this
 
 
 @dataclass
@@ -182,7 +185,7 @@ class HiddenGrid:
 
     @property
     def size(self) -> int:
-        return int(np.prod([len(level) for level in self.levels]))
+        return math.prod(len(level) for level in self.levels)
 
     def apply(self, c: np.ndarray) -> np.ndarray:
         values = np.broadcast_to(self.base, (len(c), len(self.base))).copy()
@@ -199,12 +202,17 @@ class HiddenLayerSearch:
         self.stop = boundary(self.chain, settings.layer)
         self.prefix = self.chain.prefix(self.stop)
         self.reports: list[HiddenReport] = []
+        self.deadline = Deadline()         # the current search's
 
-    def search(self, manipulation: PixelManipulation, label: int, max_points: int | None, max_seconds: float | None,
+    def search(self, manipulation: PixelManipulation, label: int, max_points: int | None, deadline: Deadline,
                collect_all: bool, on_example: Callable[[Example], None]) -> GridReport:
         """Search the hidden grid over the input region `manipulation` spans; every example is
-        confirmed by onnxruntime inside that region and handed to `on_example` as it is found."""
+        confirmed by onnxruntime inside that region and handed to `on_example` as it is found.
+        Every Z3 query gets at most the time left before `deadline`; none is started past it (a
+        bound not tightened stays the propagated one, refinement stays unknown, a candidate not
+        back-mapped is unknown), and the grid stops at it."""
         start = time.perf_counter()
+        self.deadline = deadline
         s = self.settings
         (box_lo,), (box_hi,) = cell_boxes(manipulation, 1)
         bounds = BoundPropagator(self.chain).forward(box_lo[None], box_hi[None])
@@ -217,13 +225,15 @@ class HiddenLayerSearch:
         tightened = 0
         for i, p in enumerate(dims):
             for values, maximise in ((lower, False), (upper, True)):
-                best = _optimum(encoding, encoding.outputs[p], maximise, s.region_timeout)
+                seconds = self._z3_seconds(s.region_timeout)
+                best = None if seconds is None else _optimum(encoding, encoding.outputs[p], maximise, seconds)
                 if best is not None and (best < values[i] if maximise else best > values[i]):
                     values[i], tightened = best, tightened + 1
         base_p = np.clip(base[dims], lower, upper)
         span = np.maximum(base_p - lower, upper - base_p) / s.steps
-        refinement = _refinement(encoding, manipulation.dims, manipulation.span, dims, span,
-                                 s.tolerance, s.refinement_timeout)
+        seconds = self._z3_seconds(s.refinement_timeout)
+        refinement = "unknown" if seconds is None else _refinement(
+            encoding, manipulation.dims, manipulation.span, dims, span, s.tolerance, seconds)
         report = HiddenReport(s.layer, dims.tolist(), span.tolist(), lower.tolist(), upper.tolist(), tightened,
                               refinement)
         self.reports.append(report)
@@ -233,7 +243,7 @@ class HiddenLayerSearch:
         for c in grid_points(grid.levels, CHUNK):
             if max_points is not None:
                 c = c[:max_points - evaluated]
-            if len(c) == 0 or (max_seconds is not None and time.perf_counter() - start > max_seconds):
+            if len(c) == 0 or deadline.passed():
                 break
             logits = self._suffix(grid.apply(c))
             others = np.where(np.arange(logits.shape[1]) == label, -np.inf, logits).max(axis=1)
@@ -255,7 +265,12 @@ class HiddenLayerSearch:
         report.seconds = end - start
         verdict, reason = self._verdict(report, examples, evaluated, grid.size)
         return GridReport(verdict, examples, label, grid.size, evaluated, end - start, end - search_start,
-                          EVALUATOR, reached, reason=reason)
+                          EVALUATOR, reached, reason=reason, examples_found=len(examples))
+
+    def _z3_seconds(self, limit: float) -> float | None:
+        """A Z3 query's time: its own limit, cut to the time left; None when too little is left."""
+        seconds = min(limit, self.deadline.left())
+        return seconds if seconds >= MIN_Z3_SECONDS else None
 
     def _suffix(self, values: np.ndarray) -> np.ndarray:
         for step in self.chain.steps[self.stop:]:
@@ -267,8 +282,11 @@ class HiddenLayerSearch:
                   box_hi: np.ndarray, report: HiddenReport) -> Example | None:
         """An input of eta_0 with the candidate's values on the chosen dimensions, if it is adversarial."""
         report.checked += 1
+        timeout = self._z3_seconds(self.settings.candidate_timeout)
+        if timeout is None:
+            report.unknown += 1
+            return None
         target = z3.And([encoding.outputs[p] == z3.RealVal(Fraction(float(point[p]))) for p in dims])
-        timeout = self.settings.candidate_timeout
         with _Watchdog(timeout):
             status, x = encode.decide(encoding, target, timeout)
         if status == "unsat":
@@ -289,7 +307,8 @@ class HiddenLayerSearch:
         if examples:
             return Verdict.UNSAFE, ""
         if evaluated < size:
-            return Verdict.UNKNOWN, f"the budget ran out: {evaluated} of {size} hidden grid points evaluated"
+            why = "the timeout ran out" if self.deadline.passed() else "the budget ran out"
+            return Verdict.UNKNOWN, f"{why}: {evaluated} of {size} hidden grid points evaluated"
         open_ = report.candidates - report.spurious
         if open_:
             return Verdict.UNKNOWN, (f"{report.candidates} hidden candidates, none confirmed: {report.spurious} "

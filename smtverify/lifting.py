@@ -30,6 +30,7 @@ from .verify import Verifier, robustness_property
 from .vnnlib import Case, InputBox, Property
 
 HULL_SHARE = 0.5   # of a grid's lifting time, for the whole box before it is cut into cells
+MIN_SECONDS = 0.05 # a box is not tried with less time than this: the verifier needs some to start
 
 
 @dataclass
@@ -109,7 +110,7 @@ def lift(verifier: Verifier, manipulation: Manipulation, label: int, timeout: fl
     found: list[confirm.Counterexample] = []
 
     def prove(lower: np.ndarray, upper: np.ndarray, seconds: float) -> bool:
-        verifier.settings.timeout = max(seconds, 0.05)
+        verifier.settings.timeout = max(seconds, MIN_SECONDS)
         result = verifier.verify(_box_property(network, case, lower, upper))
         if result.verdict == Verdict.SAFE:
             margins.append(np.inf if result.min_margin is None else result.min_margin)
@@ -124,6 +125,8 @@ def lift(verifier: Verifier, manipulation: Manipulation, label: int, timeout: fl
         margin = min(margins) if margins and np.isfinite(min(margins)) else None
         return LiftReport(cells, proven, hull, time.perf_counter() - start, margin, found)
 
+    if timeout < MIN_SECONDS:                 # no time left (the search's deadline): nothing proven
+        return report(1, 0, False)
     hull_lower, hull_upper = cell_boxes(manipulation, 1)
     if prove(hull_lower[0], hull_upper[0], timeout * (HULL_SHARE if max_cells > 1 else 1.0)):
         return report(1, 1, True)
@@ -133,7 +136,7 @@ def lift(verifier: Verifier, manipulation: Manipulation, label: int, timeout: fl
     proven = 0
     for i in range(len(lower)):
         left = timeout - (time.perf_counter() - start)
-        if left <= 0.05 or found:
+        if left <= MIN_SECONDS or found:
             break
         proven += prove(lower[i], upper[i], left / (len(lower) - i))
     return report(len(lower), proven, False)

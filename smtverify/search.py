@@ -10,6 +10,10 @@ SAFE_ON_GRID says every grid searched (listed in the report) was evaluated in fu
 an example; with one round, that is the whole grid of the chosen features. Every example reported
 was confirmed by onnxruntime (float32, inside the domain exactly) before it was reported or saved.
 
+Budgets: one deadline (`settings.timeout`) for every phase, from feature selection to lifting; at
+most `settings.max_examples` examples are kept, the rest counted, so memory does not grow with the
+grid or with the number of examples it holds.
+
 All grid searches go through `_Run.search`: the seam for searching a hidden layer (a manipulation
 there, candidates back-mapped to inputs) and for lifting a safe grid to a continuous SAFE verdict
 (the report keeps each safe grid's manipulation for that).
@@ -23,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import confirm
+from .budget import Deadline
 from .errors import SmtVerifyError
 from .features import HEURISTICS, select_features
 from .grid import Example, GridReport, search_grid
@@ -51,12 +56,13 @@ class SearchSettings:
     rounds: int = 1                    # feature budget: at most rounds * features features
     paths: int = 1                     # points kept per round: 1 single-path, more multi-path
     collect_all: bool = False          # every example of the round's grids, not only the first
+    max_examples: int | None = 1000    # examples kept (reported, handed to on_found); later ones only counted
     max_points: int | None = None      # point budget over all rounds
-    timeout: float | None = 60.0       # seconds over all rounds
+    timeout: float | None = 60.0       # seconds for the whole search: every phase, lifting included
     domain: Domain = (0.0, 1.0)
     evaluator: str = "auto"
     lift: bool = False                 # prove the continuous region of each safe grid (lifting.py)
-    lift_timeout: float = 30.0         # seconds for lifting, over all grids
+    lift_timeout: float = 30.0         # seconds for lifting, over all grids (within the timeout's time left)
     lift_cells: int = 64               # at most this many cells per grid when its hull is not proven
     layer: str | None = None           # search at this hidden layer (layers.py); one round, pixel family
     hidden: HiddenSettings | None = None   # its knobs (default: HiddenSettings(layer))
@@ -70,8 +76,9 @@ class SearchSettings:
                                  field="heuristic")
         if not self.span > 0:
             raise SmtVerifyError(f"span must be positive, not {self.span}", field="span")
-        for name, least in (("steps", 1), ("features", 1), ("rounds", 1), ("paths", 1), ("lift_cells", 1)):
-            if getattr(self, name) < least:
+        for name, least in (("steps", 1), ("features", 1), ("rounds", 1), ("paths", 1), ("lift_cells", 1),
+                            ("max_examples", 1)):
+            if getattr(self, name) is not None and getattr(self, name) < least:
                 raise SmtVerifyError(f"{name} must be at least {least}, not {getattr(self, name)}", field=name)
         if self.layer is not None and self.family != "pixel":
             raise SmtVerifyError("a hidden-layer search takes its input region from the pixel family", field="layer")
@@ -155,6 +162,12 @@ class SearchReport:
     reason: str = ""
     guarantee: str = ""                # what the verdict guarantees, and what it does not
     hidden: list[HiddenReport] = field(default_factory=list)   # per hidden-layer grid: region, refinement, candidates
+    examples_found: int = 0            # confirmed examples; `examples` holds the first max_examples of them
+
+    @property
+    def examples_not_kept(self) -> int:
+        """Examples found beyond the cap on examples kept: counted, not reported (nor saved)."""
+        return self.examples_found - len(self.examples)
 
     @property
     def cells(self) -> tuple[int, int] | None:
@@ -186,7 +199,8 @@ class SearchReport:
                 "layer": self.hidden[0].layer if self.hidden else None,
                 "hidden_candidates": sum(h.candidates for h in self.hidden),
                 "spurious": sum(h.spurious for h in self.hidden), "hidden": [h.summary() for h in self.hidden],
-                "rejected": self.rejected, "examples": [f.summary() for f in self.examples],
+                "rejected": self.rejected, "examples_found": self.examples_found,
+                "examples_not_kept": self.examples_not_kept, "examples": [f.summary() for f in self.examples],
                 "rounds": [r.summary() for r in self.rounds], "grids": [g.summary() for g in self.grids]}
 
 
@@ -214,8 +228,10 @@ class _Run:
             raise SmtVerifyError(f"label {self.label} is not a class of a network with {network.n_outputs} outputs",
                                  field="label")
         self.start = time.perf_counter()
+        self.deadline = Deadline.after(settings.timeout, self.start)
         self.grids: list[GridRecord] = []
         self.found: list[Found] = []
+        self.not_kept = 0              # examples beyond settings.max_examples: counted only
         self.rejected = 0
         self.stopped = ""              # why a budget stopped the search
         self.hidden = None if settings.layer is None else \
@@ -231,27 +247,28 @@ class _Run:
         handed on as it is found."""
         s = self.settings
         left_points = None if s.max_points is None else max(0, s.max_points - self.evaluated)
-        left_seconds = None if s.timeout is None else max(0.0, s.timeout - (time.perf_counter() - self.start))
+        left_examples = None if s.max_examples is None else max(0, s.max_examples - len(self.found))
 
         def accept(example: Example) -> None:
             self._accept(example, base, dims, round_)
 
         if self.hidden is not None:          # the input grid's region, searched at the hidden layer
-            return self._hidden(manipulation, dims, round_, path, left_points, left_seconds)
+            return self._hidden(manipulation, dims, round_, path, left_points)
         report = search_grid(self.network, manipulation, self.label, collect_all=s.collect_all,
-                             max_points=left_points, max_seconds=left_seconds, evaluator=s.evaluator,
-                             reference=self.reference, keep_best=keep, on_example=accept)
+                             max_points=left_points, max_seconds=None if s.timeout is None else self.deadline.left(),
+                             evaluator=s.evaluator, reference=self.reference, keep_best=keep, on_example=accept,
+                             max_examples=left_examples)
         return self._note(report, manipulation, dims, round_, path)
 
     def _hidden(self, manipulation: Manipulation, dims: list[int], round_: int, path: int,
-                left_points: int | None, left_seconds: float | None) -> GridReport:
+                left_points: int | None) -> GridReport:
         """A hidden-layer grid over the region of `manipulation`: its examples (c indexing the hidden
         dimensions) are confirmed once more like any other."""
         def accept(example: Example) -> None:
             self._accept(example, _Path(manipulation.original, [], [], np.inf), self.hidden.reports[-1].dims, round_,
                          self.settings.layer)
 
-        report = self.hidden.search(manipulation, self.label, left_points, left_seconds, self.settings.collect_all,
+        report = self.hidden.search(manipulation, self.label, left_points, self.deadline, self.settings.collect_all,
                                     accept)
         return self._note(report, manipulation, dims, round_, path)
 
@@ -262,6 +279,7 @@ class _Run:
                                      report.evaluator, report.seconds, report.search_seconds, manipulation))
         if report.verdict == Verdict.UNKNOWN and not self.stopped:
             self.stopped = report.reason
+        self.not_kept += report.examples_found - len(report.examples)
         return report
 
     def _accept(self, example: Example, base: _Path, dims: list[int], round_: int, layer: str | None = None) -> None:
@@ -282,11 +300,12 @@ class _Run:
             self.on_found(found)
 
     def _lift(self) -> None:
-        """Try to prove the continuous region of every (safe) grid, the time shared evenly; a
-        counterexample between grid points is recorded as an example (off the grid)."""
+        """Try to prove the continuous region of every (safe) grid, the time shared evenly (at most
+        lift_timeout, and never past the search's deadline); a counterexample between grid points is
+        recorded as an example (off the grid)."""
         s = self.settings
         verifier = Verifier(self.network, VerifySettings(timeout=s.lift_timeout))
-        end = time.perf_counter() + s.lift_timeout
+        end = time.perf_counter() + min(s.lift_timeout, self.deadline.left())
         for i, grid in enumerate(self.grids):
             share = (end - time.perf_counter()) / (len(self.grids) - i)
             grid.lift = lift(verifier, grid.manipulation, self.label, share, s.lift_cells)
@@ -314,7 +333,8 @@ class _Run:
             else GUARANTEES.get(verdict, "none")
         return SearchReport(verdict, self.label, sum(g.grid_points for g in self.grids), self.evaluated,
                             time.perf_counter() - self.start, self.found, [], self.grids, self.rejected, reason,
-                            guarantee, [] if self.hidden is None else self.hidden.reports)
+                            guarantee, [] if self.hidden is None else self.hidden.reports,
+                            len(self.found) + self.not_kept)
 
     def _safe_verdict(self) -> tuple[Verdict, str]:
         """Every grid is safe: SAFE when lifting proves every grid's continuous region, UNSAFE when
@@ -328,7 +348,8 @@ class _Run:
         total = sum(g.lift.cells for g in self.grids)
         if all(g.lift.continuous for g in self.grids):
             return Verdict.SAFE, f"the continuous region of every grid is proven ({proven} of {total} cells)"
-        return Verdict.SAFE_ON_GRID, f"{proven} of {total} cells of the continuous regions proven safe"
+        cut_short = " (the timeout ran out while lifting)" if self.deadline.passed() else ""
+        return Verdict.SAFE_ON_GRID, f"{proven} of {total} cells of the continuous regions proven safe{cut_short}"
 
 
 def _whole_input(settings: SearchSettings, x: np.ndarray) -> Manipulation:
@@ -344,7 +365,9 @@ def dlv_search(network: Network, x: np.ndarray, label: int | None = None, settin
     `dims` gives the first round's features (flat C-order indices); otherwise the heuristic picks
     them. Later rounds, up to `settings.rounds`, add `settings.features` features each. The
     brightness and contrast families have no features: one grid, one round. `on_found` sees each
-    confirmed example at once (an `export.ExampleWriter.write`, say).
+    confirmed example at once (an `export.ExampleWriter.write`, say), the first
+    `settings.max_examples` of them; later ones are only counted (`examples_found`). Every phase
+    stops at `settings.timeout`: a grid it cuts short is recorded with the points it evaluated.
     """
     settings = settings or SearchSettings()
     run = _Run(network, x, label, settings, on_found)
