@@ -2,12 +2,15 @@
 
 Each example is written the moment it is confirmed, so a long run that is interrupted keeps what it
 found. Per example an npz holds the exact float32 input and how it differs from the original; image
-inputs also get a PNG. `retrain.npz` (inputs, labels: the correct class of each example) is written
-when the writer closes, also on an interrupt, and loads straight into a training loop.
+inputs also get a PNG. `retrain.npz` (inputs, labels: the correct class of each example written) is
+written when the writer closes, also on an interrupt, and loads straight into a training loop.
+At most `max_files` examples are written (a grid can hold millions): later ones are only counted,
+so disk and memory stay bounded, and retrain.npz holds the written ones.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,11 +34,18 @@ def save_png(x: np.ndarray, path: Path, domain: Domain = (0.0, 1.0)) -> None:
     Image.fromarray(pixels).save(path)
 
 
-class ExampleWriter:
-    """Writes example_NNNN.npz (and .png for images) under `out_dir`, and retrain.npz on close."""
+MAX_FILES = 1000
 
-    def __init__(self, out_dir: str | Path, original: np.ndarray, domain: Domain = (0.0, 1.0)) -> None:
+
+class ExampleWriter:
+    """Writes example_NNNN.npz (and .png for images) under `out_dir` for the first `max_files`
+    examples (None: all), counts the rest, and writes retrain.npz on close."""
+
+    def __init__(self, out_dir: str | Path, original: np.ndarray, domain: Domain = (0.0, 1.0),
+                 max_files: int | None = MAX_FILES) -> None:
         self.out_dir = Path(out_dir)
+        self.max_files = max_files
+        self.not_written = 0
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.original = np.asarray(original, dtype=np.float32)
         self.domain = domain
@@ -45,8 +55,11 @@ class ExampleWriter:
         if self.images:
             save_png(self.original, self.out_dir / "original.png", domain)
 
-    def write(self, found: Found) -> Path:
-        """Save one example; sets and returns its npz path."""
+    def write(self, found: Found) -> Path | None:
+        """Save one example; sets and returns its npz path. Past `max_files` examples, only counts it."""
+        if self.max_files is not None and len(self.inputs) >= self.max_files:
+            self.not_written += 1
+            return None
         e = found.example
         path = self.out_dir / f"example_{len(self.inputs):04d}.npz"
         np.savez(path, input=e.input, original=self.original, original_class=e.original_class,
@@ -58,6 +71,14 @@ class ExampleWriter:
         self.labels.append(e.original_class)
         found.input_file = str(path)
         return path
+
+    @property
+    def written(self) -> int:
+        return len(self.inputs)
+
+    def summary(self) -> dict[str, Any]:
+        return {"out": str(self.out_dir), "examples_written": self.written,
+                "examples_not_written": self.not_written, "max_files": self.max_files}
 
     def close(self) -> Path:
         """Write retrain.npz: inputs (N, *shape) float32 and their correct labels (N,) int64."""
