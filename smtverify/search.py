@@ -219,6 +219,8 @@ class _Run:
 
     def __init__(self, network: Network, x: np.ndarray, label: int | None, settings: SearchSettings,
                  on_found: Callable[[Found], None] | None) -> None:
+        self.start = time.perf_counter()          # the timeout covers the session's start-up too
+        self.deadline = Deadline.after(settings.timeout, self.start)
         settings.check(network)
         self.network, self.settings, self.on_found = network, settings, on_found
         self.original = np.asarray(x, dtype=np.float32).reshape(network.input_shape)
@@ -227,8 +229,6 @@ class _Run:
         if not 0 <= self.label < network.n_outputs:
             raise SmtVerifyError(f"label {self.label} is not a class of a network with {network.n_outputs} outputs",
                                  field="label")
-        self.start = time.perf_counter()
-        self.deadline = Deadline.after(settings.timeout, self.start)
         self.grids: list[GridRecord] = []
         self.found: list[Found] = []
         self.not_kept = 0              # examples beyond settings.max_examples: counted only
