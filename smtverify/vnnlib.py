@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -26,10 +27,14 @@ import numpy as np
 from .errors import VnnlibError
 
 MAX_DNF_TERMS = 10_000
+MAX_NESTING = 100               # forms deeper than this would exhaust Python's recursion limit
+MAX_LITERAL_LENGTH = 2_000      # room for the exact decimal of any float64 (up to 767 digits)
 _COMMENT = re.compile(r";[^\n]*")
 _TOKEN = re.compile(r"\n|[()]|[^\s();]+")
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-_VARIABLE = re.compile(r"([XY])_(0|[1-9]\d*)")
+# ASCII only: `\d` would also take other scripts' digits, reading X_1\u0663 as X_13.
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
+_VARIABLE = re.compile(r"([XY])_(0|[1-9]\d*)", re.ASCII)
+_FLOAT_MAX = Fraction(sys.float_info.max)
 _COMPARISONS = {"<=", ">=", "<", ">", "="}
 # SMT-LIB boilerplate that does not change the property.
 _IGNORED_COMMANDS = {"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"}
@@ -138,6 +143,8 @@ def _parse(text: str, fail: _Fail) -> list:
     line = 1
     for token in _TOKEN.findall(_COMMENT.sub("", text)):
         if token == "(":
+            if len(enclosing) >= MAX_NESTING:
+                fail(f"forms nested more than {MAX_NESTING} deep are not supported", line)
             form = _Form()
             form.line = line
             top.append(form)
@@ -268,6 +275,7 @@ class _Reader:
             self.fail("the comparison of constants is always false", line)
         kinds = {name[0] for name in coeffs}
         if kinds == {"Y"}:
+            self.within_float_range(list(coeffs.values()) + [rhs], "a coefficient or the constant", line)
             sign = 1 if below else -1
             return [_Row({int(name[2:]): sign * a for name, a in coeffs.items()}, sign * rhs, strict)]
         if len(kinds) > 1:
@@ -278,7 +286,9 @@ class _Reader:
         if strict:
             self.fail("strict bounds on inputs X are not supported: use <= or >=", line)
         ((name, a),) = coeffs.items()
-        return [_Bound(int(name[2:]), rhs if a == 1 else rhs / a, below == (a > 0), line)]
+        value = rhs if a == 1 else rhs / a
+        self.within_float_range([value], f"the bound on {name}", line)
+        return [_Bound(int(name[2:]), value, below == (a > 0), line)]
 
     def term(self, node: object, line: int) -> _Linear:
         """A linear term."""
@@ -309,11 +319,26 @@ class _Reader:
                 factor *= constant
         return _sum(({}, _ZERO), variable or [({}, _ONE)], factor)
 
+    def literal(self, token: str, line: int) -> Fraction:
+        """A number as written; one beyond float64's range could not become a float bound."""
+        if len(token) > MAX_LITERAL_LENGTH:
+            self.fail(f"number '{token[:20]}...' is longer than {MAX_LITERAL_LENGTH} characters", line)
+        value = _exact(token)
+        if value is None:
+            self.fail(f"number '{token}' is outside float64's range (it would round to infinity or to zero)", line)
+        return value
+
+    def within_float_range(self, values: list[Fraction], what: str, line: int | None) -> None:
+        """Products and quotients of literals can leave float64's range, which every bound and row
+        is converted to; refused here, where the line is known."""
+        if any(abs(v) > _FLOAT_MAX for v in values):
+            self.fail(f"{what} is beyond float64's range (about 1.8e308)", line)
+
     def symbol(self, token: str, line: int) -> _Linear:
         if token in self.declared:
             return {token: _ONE}, _ZERO
         if _NUMBER.fullmatch(token):
-            return {}, _exact(token)
+            return {}, self.literal(token, line)
         if _VARIABLE.fullmatch(token):
             self.fail(f"variable '{token}' is used but not declared", line)
         if token[0] in "+-.0123456789":
@@ -322,9 +347,13 @@ class _Reader:
 
 
 @lru_cache(maxsize=1 << 14)
-def _exact(number: str) -> Fraction:
-    """The decimal literal as an exact Fraction; cached as files repeat literals such as 0.0."""
-    return Fraction(Decimal(number))        # via Decimal: twice as fast as Fraction(str)
+def _exact(number: str) -> Fraction | None:
+    """The decimal literal as an exact Fraction, or None if float64 cannot hold it (it overflows to
+    infinity, or is not zero but underflows to zero). Checked before the Fraction is built, which
+    for 1e-999999999 would take hours. Cached as files repeat literals such as 0.0."""
+    decimal = Decimal(number)               # via Decimal: twice as fast as Fraction(str)
+    approximate = float(decimal)
+    return None if math.isinf(approximate) or (approximate == 0 and decimal != 0) else Fraction(decimal)
 
 
 def _add(a: dict[str, Fraction], b: dict[str, Fraction], factor: int | Fraction) -> dict[str, Fraction]:
@@ -406,6 +435,7 @@ def _exact_coefficients(row: _Row, reader: _Reader) -> _Row:
     if any(abs(a) > 2 ** 53 for a in coeffs.values()):
         reader.fail("an output constraint's coefficients cannot all be made exact floats "
                     f"(scaled by {scale} they exceed 2^53)")
+    reader.within_float_range([row.rhs * scale], f"an output constraint's constant scaled by {scale}", None)
     return _Row(coeffs, row.rhs * scale, row.strict)
 
 
