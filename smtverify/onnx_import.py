@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper, helper, numpy_helper
 
 from .errors import (ExternalDataError, InvalidWeightsError, MissingInitializerError, ModelError,
@@ -19,6 +20,9 @@ from .network import Layer, Network
 from .ops import REGISTRY, NodeSpec
 
 _FOLD_SEED = 20170724   # fixed: the batch check below must be deterministic
+# Import runs the network on a few inputs in float64; 2^24 values per tensor (a 4096x4096 image) is
+# ample for verification and keeps that within a few hundred megabytes.
+MAX_TENSOR_ELEMENTS = 1 << 24
 
 
 def load_onnx(path: str | Path, strict: bool = True) -> Network:
@@ -31,6 +35,7 @@ def load_onnx(path: str | Path, strict: bool = True) -> Network:
     _check_model(model, path)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     constants = _constants(model, path)
+    _check_float_attributes(model, path)
     input_name, input_shape, native = _the_input(model, path)
     if len(graph.output) != 1:
         raise ModelError(f"the network must have exactly one output; it has {len(graph.output)}", file=path)
@@ -64,12 +69,32 @@ def _read(path: Path) -> onnx.ModelProto:
         raise ModelError("no such file", file=path)
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as error:   # protobuf raises its own DecodeError types
+    except DecodeError as error:
         raise ModelError(f"not a readable ONNX model (malformed or truncated): {error}", file=path) from None
     if not model.graph.node:
         raise ModelError("the model has no nodes (empty, truncated or not an ONNX file)", file=path)
+    bad_text = _invalid_text(model)
+    if bad_text is not None:
+        raise ModelError("text that is not valid UTF-8 (a corrupted file?)", file=path, field=bad_text)
     _load_external_data(model, path)
     return model
+
+
+def _invalid_text(message: Message, where: str = "") -> str | None:
+    """The first string field holding bytes that are not UTF-8, as a dotted path. ONNX's protobuf
+    schema does not validate them: Python gets `bytes` instead of `str` and the checker fails to
+    decode its own message."""
+    for field, value in message.ListFields():
+        name = f"{where}.{field.name}" if where else field.name
+        if field.type == field.TYPE_STRING:
+            if any(isinstance(text, bytes) for text in ([value] if isinstance(value, (str, bytes)) else value)):
+                return name
+        elif field.type == field.TYPE_MESSAGE:
+            for item in [value] if isinstance(value, Message) else value:
+                found = _invalid_text(item, name)
+                if found is not None:
+                    return found
+    return None
 
 
 def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
@@ -89,30 +114,71 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
 
 
 # ----- the graph -----------------------------------------------------------------------------
+def _label(node: onnx.NodeProto) -> str:
+    """How errors name a node: its own name, else (many exporters leave it empty) its output's."""
+    return node.name or (node.output[0] if node.output else f"<unnamed {node.op_type}>")
+
+
 def _check_wiring(model: onnx.ModelProto, path: Path) -> None:
-    """Every node input must be a graph input, an initializer or an earlier node's output."""
+    """Every node has an output, and every node input is a graph input, an initializer or an earlier
+    node's output."""
     known = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
     for node in model.graph.node:
+        if not node.output or not node.output[0]:
+            raise ModelError(f"{node.op_type} has no output", file=path, node=_label(node))
         for name in node.input:
             if name and name not in known:
                 raise MissingInitializerError(
                     f"{node.op_type} reads '{name}', which no input, initializer or earlier node provides",
-                    file=path, node=node.name or node.output[0])
+                    file=path, node=_label(node))
         known.update(node.output)
     for output in model.graph.output:
         if output.name not in known:
             raise ModelError(f"graph output '{output.name}' is produced by no node", file=path)
 
 
+def _check_data_types(model: onnx.ModelProto, path: Path) -> None:
+    """Every tensor's type is one ONNX defines, and not UNDEFINED: shape inference fails with a bare
+    ValueError on those, and the checker lets them through."""
+    graph = model.graph
+    known = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+    tensors = list(graph.initializer) + [a.t for n in graph.node for a in n.attribute if a.HasField("t")]
+    typed = [(t.name, t.data_type) for t in tensors] + [
+        (i.name, i.type.tensor_type.elem_type) for i in list(graph.input) + list(graph.output) + list(graph.value_info)
+        if i.type.HasField("tensor_type")]
+    for name, data_type in typed:
+        if data_type not in known:
+            raise ModelError(f"tensor '{name}' has data type {data_type}, which ONNX does not define", file=path)
+
+
 def _check_model(model: onnx.ModelProto, path: Path) -> None:
+    _check_data_types(model, path)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as error:
         raise ModelError(f"ONNX checker: {_first_line(error)}", file=path) from None
     try:
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except Exception as error:   # onnx raises InferenceError and others from C++
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except onnx.shape_inference.InferenceError as error:
         raise ModelError(f"ONNX shape inference: {_first_line(error)}", file=path) from None
+    _check_sizes(inferred, path)
+
+
+def _check_sizes(inferred: onnx.ModelProto, path: Path) -> None:
+    """No activation may exceed MAX_TENSOR_ELEMENTS values: import runs the network, and a mutated
+    pad or shape would otherwise ask numpy for hundreds of gigabytes before anything could say why.
+    (Weights may be larger: they are read as stored.)"""
+    graph = inferred.graph
+    producers = {output: _label(node) for node in graph.node for output in node.output}
+    weights = {t.name for t in graph.initializer}
+    for info in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if info.name in weights:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in info.type.tensor_type.shape.dim]
+        if np.prod(dims, dtype=object) > MAX_TENSOR_ELEMENTS:
+            raise ModelError(f"tensor '{info.name}' would have shape {dims}: more than {MAX_TENSOR_ELEMENTS} "
+                             "values, beyond any network smtverify can verify", file=path,
+                             node=producers.get(info.name))
 
 
 def _first_line(error: Exception) -> str:
@@ -124,8 +190,8 @@ def _constants(model: onnx.ModelProto, path: Path) -> dict[str, np.ndarray]:
     users: dict[str, str] = {}
     for node in model.graph.node:
         for name in node.input:
-            users.setdefault(name, node.name or node.output[0])
-    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+            users.setdefault(name, _label(node))
+    values = {t.name: _tensor_value(t, path, users.get(t.name, t.name)) for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
             values[node.output[0]] = _constant_value(node, path)
@@ -137,17 +203,39 @@ def _constants(model: onnx.ModelProto, path: Path) -> dict[str, np.ndarray]:
     return values
 
 
+def _check_float_attributes(model: onnx.ModelProto, path: Path) -> None:
+    """Float attributes (Gemm's alpha, a Pad value, an epsilon) act like weights: NaN or infinity
+    there is as wrong as in a weight tensor."""
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            values = [attribute.f] if attribute.type == onnx.AttributeProto.FLOAT else list(attribute.floats)
+            if not np.all(np.isfinite(values)):
+                raise InvalidWeightsError(f"attribute '{attribute.name}' is NaN or infinite", file=path,
+                                          node=_label(node))
+
+
+def _tensor_value(tensor: onnx.TensorProto, path: Path, node: str) -> np.ndarray:
+    """The tensor as an array. The ONNX checker does not compare a tensor's data with its dims and
+    type, so numpy_helper meets the mismatch first; it is named here."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError) as error:
+        kind = onnx.TensorProto.DataType.Name(tensor.data_type)
+        raise ModelError(f"tensor '{tensor.name}': its data does not fit its dims {list(tensor.dims)} "
+                         f"and type {kind}: {error}", file=path, node=node) from None
+
+
 def _constant_value(node: onnx.NodeProto, path: Path) -> np.ndarray:
     for attribute in node.attribute:
         value = helper.get_attribute_value(attribute)
         if attribute.name == "value":
-            return numpy_helper.to_array(value)
+            return _tensor_value(value, path, _label(node))
         if attribute.name in ("value_float", "value_floats"):
             return np.asarray(value, dtype=np.float32)
         if attribute.name in ("value_int", "value_ints"):
             return np.asarray(value, dtype=np.int64)
     raise UnsupportedOperatorError("Constant: only value, value_float(s) and value_int(s) are supported",
-                                   file=path, node=node.name or node.output[0])
+                                   file=path, node=_label(node))
 
 
 def _the_input(model: onnx.ModelProto, path: Path) -> tuple[str, tuple[int, ...], bool]:
@@ -170,6 +258,8 @@ def _the_input(model: onnx.ModelProto, path: Path) -> tuple[str, tuple[int, ...]
         if size is None and not (axis == 0 and native):
             raise ModelError(f"input '{tensor.name}' axis {axis} is symbolic; only the batch axis may be",
                              file=path)
+        if size is not None and size < 1:
+            raise ModelError(f"input '{tensor.name}' axis {axis} has size {size}", file=path)
     return tensor.name, tuple(sizes[1:] if native else sizes), native
 
 
@@ -183,6 +273,7 @@ def _spec(node: onnx.NodeProto, constants: dict[str, np.ndarray], opset: int, pa
           used: set[str], output_name: str) -> NodeSpec:
     return NodeSpec(
         name=node.output[0],
+        node=_label(node),
         op_type=node.op_type,
         attrs={a.name: helper.get_attribute_value(a) for a in node.attribute},
         inputs=list(node.input),
@@ -200,7 +291,7 @@ def _build(spec: NodeSpec, problems: list[SmtVerifyError], strict: bool):
             domain = f" (domain '{spec.extra['domain']}')" if spec.extra["domain"] else ""
             raise UnsupportedOperatorError(
                 f"operator '{spec.op_type}'{domain} is not supported; supported: {', '.join(sorted(REGISTRY))}",
-                file=spec.file, node=spec.name)
+                file=spec.file, node=spec.node)
         return REGISTRY[spec.op_type](spec)
     except UnsupportedOperatorError as error:
         if strict:
@@ -214,7 +305,7 @@ def _fold(operator, spec: NodeSpec, path: Path) -> np.ndarray:
     try:
         return np.asarray(operator.execute(args))
     except (ValueError, IndexError) as error:
-        raise ModelError(f"{spec.op_type} on constants failed: {error}", file=path, node=spec.name) from None
+        raise ModelError(f"{spec.op_type} on constants failed: {error}", file=path, node=spec.node) from None
 
 
 # ----- shapes and batching -------------------------------------------------------------------
@@ -230,7 +321,7 @@ def _infer_shapes(network: Network) -> None:
             raise
         except (ValueError, IndexError, TypeError) as error:
             raise ModelError(f"{layer.op_type} cannot run on its input shapes {[list(np.shape(a)) for a in args if a is not None]}: {error}",
-                             file=network.path, node=layer.name) from None
+                             file=network.path, node=layer.node or layer.name) from None
         values[layer.name] = out
         layer.shape = tuple(out.shape[1:]) if network.native_batch else tuple(out.shape)
         if network.native_batch and out.shape[:1] == (1,) and layer.op_type == "Reshape" \

@@ -27,7 +27,7 @@ def test_unsupported_operator_names_node_and_operator(tmp_path):
     with pytest.raises(UnsupportedOperatorError) as caught:
         load_onnx(path)
     message = str(caught.value)
-    assert str(path) in message and "node 'y'" in message and "'Cos'" in message
+    assert str(path) in message and "node 'weird'" in message and "'Cos'" in message
 
 
 def test_unsupported_operator_form(tmp_path):

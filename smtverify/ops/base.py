@@ -22,6 +22,7 @@ class NodeSpec:
     """What an operator needs to know about its ONNX node."""
 
     name: str                                   # the node's output name: the layer name
+    node: str                                   # the node as errors name it: its own name, else its output's
     op_type: str
     attrs: dict[str, Any]
     inputs: list[str]                           # ONNX input names ('' for an omitted optional input)
@@ -32,7 +33,18 @@ class NodeSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def fail(self, what: str) -> UnsupportedOperatorError:
-        return UnsupportedOperatorError(f"{self.op_type}: {what}", file=self.file, node=self.name)
+        return UnsupportedOperatorError(f"{self.op_type}: {what}", file=self.file, node=self.node)
+
+    def text(self, name: str, default: str) -> str:
+        """A string attribute as text. ONNX keeps them as bytes, which a corrupted file can leave
+        undecodable."""
+        value = self.attrs.get(name, default)
+        if not isinstance(value, bytes):
+            return str(value)
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise self.fail(f"attribute {name} is not valid UTF-8") from None
 
     def constant(self, position: int, what: str) -> np.ndarray:
         """The constant at an input position that must not depend on the network input."""

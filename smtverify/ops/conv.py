@@ -18,6 +18,8 @@ class Conv(Operator):
         kernel = tuple(spec.attrs.get("kernel_shape", weight.shape[2:]))
         if tuple(kernel) != tuple(weight.shape[2:]):
             raise spec.fail(f"kernel_shape {list(kernel)} does not match W's shape {list(weight.shape)}")
+        if self.groups < 1:
+            raise spec.fail(f"group={self.groups}: it must be a positive number of channel groups")
         if weight.shape[0] % self.groups:
             raise spec.fail(f"{weight.shape[0]} output channels are not divisible by group={self.groups}")
         self.window = Window.from_spec(spec, kernel)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 from .base import NodeSpec, Operator, register
-from .windows import _text
 
 
 def _axes_from(spec: NodeSpec, position: int) -> list[int] | None:
@@ -155,7 +154,7 @@ class Pad(Operator):
 
     def __init__(self, spec: NodeSpec) -> None:
         super().__init__(spec)
-        self.mode = _text(spec.attrs.get("mode", "constant"))
+        self.mode = spec.text("mode", "constant")
         if self.mode not in ("constant", "reflect", "edge"):
             raise spec.fail(f"mode '{self.mode}' is not supported")
         if "pads" in spec.attrs:

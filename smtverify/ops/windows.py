@@ -23,11 +23,13 @@ class Window:
     @classmethod
     def from_spec(cls, spec: NodeSpec, kernel: tuple[int, ...]) -> "Window":
         rank = len(kernel)
+        if rank == 0:
+            raise spec.fail("the kernel has no spatial axes (W or kernel_shape has fewer than 3 dims)")
         window = cls(
             kernel=tuple(int(k) for k in kernel),
             strides=tuple(int(s) for s in spec.attrs.get("strides", [1] * rank)),
             dilations=tuple(int(d) for d in spec.attrs.get("dilations", [1] * rank)),
-            auto_pad=_text(spec.attrs.get("auto_pad", "NOTSET")),
+            auto_pad=spec.text("auto_pad", "NOTSET"),
             pads=tuple(int(p) for p in spec.attrs.get("pads", [0] * (2 * rank))),
             ceil_mode=bool(spec.attrs.get("ceil_mode", 0)),
         )
@@ -89,7 +91,3 @@ class Window:
         out_slices = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(sizes, self.strides))
         kernel_slices = tuple(slice(None, None, d) for d in self.dilations)
         return view[(slice(None), slice(None)) + out_slices + kernel_slices]
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
