@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, NoReturn
@@ -19,8 +20,6 @@ import numpy as np
 
 from . import __version__
 from .errors import SmtVerifyError
-from .inputs import read_input
-from .onnx_import import load_onnx
 from .verdict import Verdict
 
 EXIT_ERROR = 2        # bad input: a named error
@@ -30,8 +29,10 @@ EXIT_PIPE_CLOSED = 141
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
     parser = _parser()
     args = parser.parse_args(_attached_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    args.started = started
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         named = isinstance(error, SmtVerifyError)
         print(f"smtverify: {'error: ' + str(error) if named else _internal(error)}", file=sys.stderr)
         return EXIT_ERROR if named else EXIT_INTERNAL
+
+
+def _time_left(args: argparse.Namespace) -> float:
+    """What is left of --timeout: the clock starts when the command does, so reading the model and
+    the input count too, and the command as a whole ends close to its timeout."""
+    return max(0.0, args.timeout - (time.perf_counter() - args.started))
 
 
 def _internal(error: BaseException) -> str:
@@ -199,6 +206,8 @@ def _emit(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
 
 # ----- info ------------------------------------------------------------------------------------
 def _info(args: argparse.Namespace) -> int:
+    from .onnx_import import load_onnx
+
     network = load_onnx(args.model, strict=False)
     layers = [{"name": layer.name, "op_type": layer.op_type, "shape": network.onnx_shape(layer.shape),
                "supported": layer.operator is not None} for layer in network.order]
@@ -239,6 +248,9 @@ def _info_text(record: dict[str, Any]) -> str:
 
 # ----- eval ------------------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
+    from .inputs import read_input
+    from .onnx_import import load_onnx
+
     network = load_onnx(args.model)
     x = read_input(args.input, network)
     output = network.logits(x, np.float64 if args.dtype == "float64" else np.float32)[0]
@@ -256,7 +268,7 @@ def _vnnlib(args: argparse.Namespace) -> int:
     from .bench import Instance, decide
 
     _check_writable(args.out, "--out")
-    result, failure = decide(Instance(Path(args.model), Path(args.property), args.timeout, None), args.timeout)
+    result, failure = decide(Instance(Path(args.model), Path(args.property), args.timeout, None), _time_left(args))
     if result is None:
         if args.out:
             confirm.write_vnncomp_result(args.out, "error")
@@ -333,6 +345,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _certify(args: argparse.Namespace) -> int:
+    from .inputs import read_input
+    from .onnx_import import load_onnx
     from .verify import Settings, Verifier, robustness_property
 
     low, high = _domain(args.domain)
@@ -341,7 +355,7 @@ def _certify(args: argparse.Namespace) -> int:
     x = read_input(args.input, network)
     _check_within_domain(x, (low, high), args.input)
     prop = robustness_property(network, x, args.label, args.eps, low, high)
-    result = Verifier(network, Settings(timeout=args.timeout)).verify(prop)
+    result = Verifier(network, Settings(timeout=_time_left(args))).verify(prop)
     verdict = result.verdict.value if result.verdict in (Verdict.SAFE, Verdict.UNSAFE) else "UNKNOWN"
     record = {"model": network.path, "input": args.input, "label": args.label, "eps": args.eps, **result.summary(),
               "verdict": verdict}
@@ -363,9 +377,10 @@ def _certify(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     from .export import ExampleWriter
-    from .search import SearchSettings, dlv_search
-
+    from .inputs import read_input
     from .layers import HiddenSettings
+    from .onnx_import import load_onnx
+    from .search import SearchSettings, dlv_search
 
     network = load_onnx(args.model)
     x = read_input(args.input, network)
@@ -388,7 +403,7 @@ def _search(args: argparse.Namespace) -> int:
         raise SmtVerifyError(f"the input lies outside the domain {list(domain)}", file=args.input, field="--domain")
     settings = SearchSettings(family=args.family, span=args.span, steps=args.steps, features=args.features or min(4, network.n_inputs),
                               heuristic=args.heuristic, rounds=args.rounds, paths=args.paths, collect_all=args.all,
-                              max_examples=args.max_files, max_points=args.budget_points, timeout=args.timeout,
+                              max_examples=args.max_files, max_points=args.budget_points, timeout=_time_left(args),
                               domain=domain,
                               lift=args.prove_cells, lift_timeout=args.lift_timeout, lift_cells=args.lift_cells,
                               layer=args.layer, hidden=args.layer and HiddenSettings(
