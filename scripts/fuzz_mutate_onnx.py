@@ -387,8 +387,9 @@ def mutate_onnx(data: bytes, model: onnx.ModelProto, rng: random.Random) -> tupl
             break
         try:
             what = rng.choice(STRUCTURE_MUTATORS)(copy, rng)
-        except (ValueError, TypeError, IndexError, KeyError):
-            continue        # an earlier edit left nothing this one can work on (data that no longer fits)
+        except (ValueError, TypeError, IndexError, KeyError, onnx.checker.ValidationError):
+            continue        # an earlier edit left nothing this one can work on (data that no longer
+                            # fits, or that is now "external")
         if what is not None:
             done.append(what)
     return copy.SerializeToString(), "; ".join(done) or "unchanged"
