@@ -20,17 +20,15 @@ from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, NamedTuple, NoReturn, Union
+from typing import NamedTuple, NoReturn, Union
 
 import numpy as np
 
 from .errors import VnnlibError
+from .sexpr import Form, parse
 
 MAX_DNF_TERMS = 10_000
-MAX_NESTING = 100               # forms deeper than this would exhaust Python's recursion limit
 MAX_LITERAL_LENGTH = 2_000      # room for the exact decimal of any float64 (up to 767 digits)
-_COMMENT = re.compile(r";[^\n]*")
-_TOKEN = re.compile(r"\n|[()]|[^\s();]+")
 # ASCII only: `\d` would also take other scripts' digits, reading X_1\u0663 as X_13.
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", re.ASCII)
 _VARIABLE = re.compile(r"([XY])_(0|[1-9]\d*)", re.ASCII)
@@ -107,12 +105,6 @@ class Property:
         return verdict
 
 
-class _Form(list):
-    """A parenthesised S-expression that remembers the line it opens on, for error messages."""
-
-    __slots__ = ("line",)
-
-
 class _Bound(NamedTuple):
     """X_index <= value (upper) or X_index >= value, from a comparison on `line`."""
 
@@ -133,37 +125,6 @@ class _Row(NamedTuple):
 _Atom = Union[_Bound, _Row]
 _Dnf = list[list[_Atom]]                      # a disjunction of conjunctions of atoms
 _Linear = tuple[dict[str, Fraction], Fraction]  # sum(coeffs[name] * name) + constant
-_Fail = Callable[..., NoReturn]
-
-
-def _parse(text: str, fail: _Fail) -> list:
-    """The top-level S-expressions; atoms are strings, lists are `_Form`s."""
-    root: list = []
-    top, enclosing = root, []
-    line = 1
-    for token in _TOKEN.findall(_COMMENT.sub("", text)):
-        if token == "(":
-            if len(enclosing) >= MAX_NESTING:
-                fail(f"forms nested more than {MAX_NESTING} deep are not supported", line)
-            form = _Form()
-            form.line = line
-            top.append(form)
-            enclosing.append(top)
-            top = form
-        elif token == ")":
-            if not enclosing:
-                fail("unbalanced parentheses: ')' closes nothing", line)
-            top = enclosing.pop()
-        elif token == "\n":
-            line += 1
-        elif top is root:
-            fail(f"'{token}' outside parentheses: expected a command such as (assert ...)", line)
-        else:
-            top.append(token)
-    if enclosing:
-        fail("unbalanced parentheses: the form opened here is never closed",
-             (enclosing[1] if len(enclosing) > 1 else top).line)
-    return root
 
 
 class _Reader:
@@ -180,7 +141,7 @@ class _Reader:
         """(atoms every disjunct shares, the disjuncts' own atoms): shared atoms are kept once."""
         common: list[_Atom] = []
         disjuncts: _Dnf = [[]]
-        for command in _parse(text, self.fail):
+        for command in parse(text, self.fail):
             if not command or not isinstance(command[0], str):
                 self.fail("expected a command such as (declare-const X_0 Real) or (assert ...)",
                           command.line)
@@ -199,7 +160,7 @@ class _Reader:
                 self.fail(f"unknown command '{head}'", command.line)
         return common, disjuncts
 
-    def declare(self, command: _Form) -> None:
+    def declare(self, command: Form) -> None:
         if len(command) != 3 or not isinstance(command[1], str) or command[2] != "Real":
             self.fail("expected (declare-const NAME Real)", command.line)
         name = command[1]
@@ -226,7 +187,7 @@ class _Reader:
 
     def formula(self, node: object, line: int) -> _Dnf:
         """A formula in DNF."""
-        if not isinstance(node, _Form) or len(node) < 2 or not isinstance(node[0], str):
+        if not isinstance(node, Form) or len(node) < 2 or not isinstance(node[0], str):
             self.fail("expected a comparison or an 'and' / 'or' of them", line)
         head = node[0]
         if head in _COMPARISONS:
@@ -253,7 +214,7 @@ class _Reader:
             return left
         return [a + b for a in left for b in right]
 
-    def comparison(self, node: _Form) -> list[_Atom]:
+    def comparison(self, node: Form) -> list[_Atom]:
         """One comparison as atoms: `=` gives two, a comparison of constants that holds none."""
         if len(node) != 3:
             self.fail(f"'{node[0]}' takes exactly two arguments", node.line)

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from smtverify import load_onnx
 from smtverify.errors import InvalidWeightsError, ModelError, UnsupportedOperatorError, VnnlibError
-from smtverify.vnnlib import MAX_LITERAL_LENGTH, MAX_NESTING, read_vnnlib
+from smtverify.sexpr import MAX_NESTING, chunks
+from smtverify.vnnlib import MAX_LITERAL_LENGTH, read_vnnlib
 from tests.conftest import make_model, save
 from tests.test_vnnlib import BOX, write
 
@@ -192,3 +193,18 @@ def test_non_finite_float_attribute(tmp_path, alpha):
     with pytest.raises(InvalidWeightsError, match="attribute 'alpha' is NaN or infinite") as caught:
         load_onnx(save(model, tmp_path))
     assert caught.value.node == "fc"
+
+
+def test_chunks_keep_the_text_and_end_at_line_ends():
+    text = "(a ; comment\n b)\n\n(c)\nlast"
+    pieces = list(chunks(text, size=3))
+    assert "".join(pieces) == text and all(p.endswith("\n") for p in pieces[:-1]) and len(pieces) > 2
+
+
+def test_error_line_past_the_first_chunk(tmp_path):
+    """Tokenized a chunk of lines at a time (a 60 MB file with an error on line 4 once took
+    seconds): line numbers must run on across chunks."""
+    filler = "; a comment that pads the file\n(assert (<= Y_0 1))\n" * 25_000     # > 1 MB
+    path = write(tmp_path, BOX + filler + "(assert (<= Y_0 1)))\n")
+    with pytest.raises(VnnlibError, match=rf"prop.vnnlib:{9 + 50_000}: unbalanced parentheses"):
+        read_vnnlib(path)
