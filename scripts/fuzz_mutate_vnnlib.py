@@ -121,10 +121,11 @@ def nest_deeply(tokens: list[str], rng: random.Random) -> str:
 
 def repeat_form(tokens: list[str], rng: random.Random) -> str:
     """A form (an assert, a disjunction, a term) repeated up to a thousand times, where it stands:
-    asserts of disjunctions multiply out in DNF."""
+    asserts of disjunctions multiply out in DNF. At most 10^5 tokens are added, so that building
+    the input does not take longer than reading it."""
     start = pick(tokens, rng, lambda token: token == "(")
     end = form_end(tokens, start)
-    times = rng.choice([2, 10, 30, 1000])
+    times = min(rng.choice([2, 10, 30, 1000]), max(1, 100_000 // (end + 1 - start)))
     tokens[end + 1:end + 1] = [" "] + tokens[start:end + 1] * times
     return f"form at {start} repeated {times} times"
 

@@ -105,7 +105,7 @@ class WorkerPool:
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, Outcome]]:
         pending = iter(jobs)
         while True:
-            for slot, worker in enumerate(self.workers):
+            for worker in self.workers:
                 if worker.job is None:
                     job = next(pending, None)
                     if job is not None:
