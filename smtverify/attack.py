@@ -61,6 +61,8 @@ def _descend(chain: Chain, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, scale:
     clipped to [lo, hi] (step_sizes[t] is one number, or one per row as (B, 1)). Returns the best
     point each row visited and its score; stops as soon as some score is below `stop_below`."""
     best_x, best = x.copy(), np.full(len(x), np.inf)
+    if not len(x):                        # no starts (an attack turned off): nothing to descend
+        return best_x, best
     for t in range(len(step_sizes) + 1):
         values = chain.forward_all(x)
         score, c = direction(values[-1])
@@ -158,7 +160,7 @@ def pgd(chain: Chain, case: Case, rng: np.random.Generator, restarts: int = 32, 
     undo). Returns the points the chain finds unsafe, most violating first."""
     lo, hi = case.box.lower, case.box.upper
     starts = rng.uniform(lo, hi, (len(case.unsafe), restarts, len(lo)))
-    starts[:, 0] = (lo + hi) / 2
+    starts[:, :1] = (lo + hi) / 2
     first = np.geomspace(*first_steps, restarts)
     step_sizes = np.tile(first, len(case.unsafe))[None, :, None] * decay ** np.linspace(0.0, 1.0, steps)[:, None, None]
     best_x, _ = _descend(chain, starts.reshape(-1, len(lo)), lo, hi, hi - lo, step_sizes,

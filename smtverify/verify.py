@@ -34,8 +34,8 @@ class Settings:
 
     timeout: float = 60.0
     seed: int = 0
-    random_points: int = 4096
-    attack_restarts: int = 256
+    random_points: int = 4096       # falsification's uniform points, after the box's centre and corners (0: none of them)
+    attack_restarts: int = 256      # ... and PGD's starts per constraint (0: no PGD)
     attack_steps: int = 60
     attack_share: float = 0.1        # at most about this share of the timeout goes to falsification
     batch_halves: int = 640          # input splitting: halves bounded per bounding call
@@ -340,7 +340,7 @@ class Verifier:
         points = int(np.clip(budget / 4, 64, s.random_points))
         restarts = int(np.clip(budget / (s.attack_steps * max(len(case.unsafe), 1)), 2, s.attack_restarts))
         progress.extra.update(random_points=points, pgd_restarts=restarts)
-        candidates = [attack.random_search(self.chain, case, points, self.rng)]
+        candidates = [attack.random_search(self.chain, case, points, self.rng)] if points else []
         candidates.append(attack.pgd(self.chain, case, self.rng, restarts=restarts, steps=s.attack_steps))
         for batch in candidates:
             found = self._confirm_any(case, batch, progress)
