@@ -41,6 +41,10 @@ class Settings:
     batch_halves: int = 640          # input splitting: halves bounded per bounding call
     input_split_max_dims: int = 12   # input splitting only up to this many free input dimensions
     leaf_relus: int = 10             # ReLU splitting: Z3 decides a node with at most this many unstable ReLUs
+    # ReLU splitting in batches with optimised slopes where slopes.supports the chain; False: one
+    # node at a time with LP bounds (where lp.supports it), as chains slopes do not support always
+    # are: a second complete method on the same instances, to check one against the other.
+    batched_relu_splitting: bool = True
     batch_domains: int = 16          # ReLU splitting with optimised slopes: domains bounded per call
     split_slope_iterations: int = 20 # ... and the slope and multiplier ascent's steps
     # ... and local descent from the minimising corners of this many worst open ones (16 -> 4:
@@ -300,7 +304,7 @@ class Verifier:
         free = int(np.sum(case.box.upper > case.box.lower))
         if free <= self.settings.input_split_max_dims:
             return self._input_split_with_lp(case, rows, root, deadline, progress)
-        if self.slope_optimiser is not None:
+        if self.slope_optimiser is not None and self.settings.batched_relu_splitting:
             return self._relu_split_refined(case, rows, root, deadline, progress)
         return self._relu_split(case, rows, root, deadline, progress)
 
@@ -375,6 +379,7 @@ class Verifier:
         could not (ACAS Xu 4_9/prop_3: a root margin of -8.7 became +0.07 in 1.5 s)."""
         stack = [_OpenBox(case.box.lower.copy(), case.box.upper.copy(), -np.inf, _layer_bounds(root, 0), None)]
         progress.proven_share = 0.0
+        progress.extra["splitting"] = "input"
         if not lp.supports(self.chain):
             return self._input_split(case, rows, stack, deadline, progress)
         start = time.perf_counter()
@@ -608,6 +613,7 @@ class Verifier:
         upper side costs the bound most; Z3 decides domains with few unstable ReLUs left."""
         slope_rows = _SlopeRows.of(case)
         stack: list[_Node] = [_Node([], _layer_bounds(root, 0), np.full(len(slope_rows.group), -np.inf))]
+        progress.extra["splitting"] = "relu_batched"
         began, progress.descent_seconds = time.perf_counter(), 0.0     # this case's splitting only
         while stack:
             if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
@@ -737,7 +743,7 @@ class Verifier:
         its decisions, and the LP again on those tighter bounds. Splits the unstable ReLU whose
         triangle costs the LP bound most; Z3 decides nodes with few unstable ReLUs left."""
         relaxation = LpRelaxation(self.chain, case.box.lower, case.box.upper) if lp.supports(self.chain) else None
-        progress.extra["lp"] = relaxation is not None
+        progress.extra.update(splitting="relu_per_node", lp=relaxation is not None)
         if relaxation is not None:
             start = time.perf_counter()
             root, found = self._tighten(case, relaxation, root, start + self.settings.lp_tighten_share
