@@ -1,0 +1,111 @@
+"""Z3 deciding one leaf of branch and bound (a box, with its neuron bounds and ReLU phase decisions)
+within a deadline.
+
+Z3 is loaded only when a leaf first needs it, and the chain's encoder (its weights as numerals) is
+built once, only if the time left allows it. A model Z3 returns meets the unsafe rows, but as often
+as not with equality (a vertex of the region), where rounding the input to float32 can leave the
+region: then Z3 is asked again for a model a little inside it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .pwl import Affine, Chain
+from .vnnlib import OutputConstraint
+
+# Each unsafe row A_i y <= b_i asked again as A_i y <= b_i - DEEPER * max(1, |b_i|): well above the
+# float32 rounding of small nets' outputs, well below any violation worth a counterexample.
+DEEPER = 2.0 ** -14
+# Z3 does not always poll its own timeout in arithmetic: a watchdog interrupts it this long after.
+WATCHDOG_GRACE = 0.5
+
+
+def cold_encoding_seconds(chain: Chain) -> float:
+    """About how long a chain's first Z3 encoding takes (its weights' numerals are built then):
+    4.2 s for MNIST-FC 256x2's 269 000 weights, measured. A leaf with less time left is not begun,
+    so a run does not overrun its timeout building it."""
+    weights = sum(np.count_nonzero(s.W) if isinstance(s.W, np.ndarray) else s.W.nnz
+                  for s in chain.steps if isinstance(s, Affine))
+    return 2e-5 * weights
+
+
+@dataclass
+class LeafOutcome:
+    """'unsat' (proven safe), 'sat' (with the confirmed counterexample, or None if no model was
+    confirmed), 'unknown' (Z3 gave up) or 'skipped' (no time left to ask); and Z3's calls."""
+
+    status: str
+    counterexample: object = None
+    calls: int = 0
+
+
+class LeafSolver:
+    """Z3 over the leaves of one chain."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+        self._encoder = None
+
+    def solve(self, constraints: Sequence[OutputConstraint], lo: np.ndarray, hi: np.ndarray,
+              step_bounds: list[tuple[np.ndarray, np.ndarray]], decisions: Sequence[tuple[int, int, bool]],
+              deadline: float, confirm: Callable[[np.ndarray], object]) -> LeafOutcome:
+        """Is some x in [lo, hi], within the step bounds and phase decisions, unsafe? `confirm`
+        turns a model into a confirmed counterexample or None."""
+        import z3
+
+        from . import encode
+
+        if self._encoder is None:
+            if deadline - time.perf_counter() <= cold_encoding_seconds(self.chain):
+                return LeafOutcome("skipped")
+            self._encoder = encode.ChainEncoder(self.chain)
+        if deadline - time.perf_counter() <= 0.05:
+            return LeafOutcome("skipped")
+        box = (tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi))
+        encoding = self._encoder.encode(box, step_bounds)
+        phases = encode.phase_condition(encoding, decisions)
+        status, model = _decide(encoding, z3.And(encode.unsafe_condition(encoding, constraints), phases), deadline)
+        if status == "skipped":
+            return LeafOutcome("skipped")
+        outcome = LeafOutcome(status, calls=1)
+        if status == "sat":
+            outcome.counterexample = confirm(model)
+        if status == "sat" and outcome.counterexample is None:      # a model on the region's boundary
+            condition = z3.And(encode.unsafe_condition(encoding, _deeper(constraints)), phases)
+            status, model = _decide(encoding, condition, deadline)
+            outcome.calls += status != "skipped"
+            if status == "sat":
+                outcome.counterexample = confirm(model)
+        return outcome
+
+
+def _decide(encoding, condition, deadline: float) -> tuple[str, np.ndarray | str | None]:
+    """encode.decide within the deadline, a watchdog interrupting Z3 if it overruns."""
+    import z3
+
+    from . import encode
+
+    remaining = deadline - time.perf_counter()
+    if remaining <= 0.05:
+        return "skipped", None
+    watchdog = threading.Timer(remaining + WATCHDOG_GRACE, z3.main_ctx().interrupt)
+    watchdog.start()
+    try:
+        return encode.decide(encoding, condition, remaining)
+    finally:
+        watchdog.cancel()
+
+
+def _deeper(constraints: Sequence[OutputConstraint]) -> list[OutputConstraint]:
+    """The constraints with every right-hand side lowered by DEEPER (relative, at least absolute)."""
+    deeper = []
+    for c in constraints:
+        exact = [c.rhs_exact(i) - Fraction(DEEPER) * max(1, abs(c.rhs_exact(i))) for i in range(len(c.b))]
+        deeper.append(OutputConstraint(c.A, np.array([float(v) for v in exact]), c.strict, tuple(exact)))
+    return deeper
