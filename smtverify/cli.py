@@ -19,6 +19,7 @@ from typing import Any, Callable, NoReturn
 import numpy as np
 
 from . import __version__
+from .cli_text import demo_text, info_text, result_details, search_text
 from .errors import SmtVerifyError
 from .verdict import Verdict
 
@@ -219,31 +220,10 @@ def _info(args: argparse.Namespace) -> int:
         "layers": layers, "operator_counts": dict(sorted(counts.items())),
         "fully_supported": network.supported, "problems": [str(p) for p in network.problems],
     }
-    _emit(args, record, _info_text(record))
+    _emit(args, record, info_text(record))
     if not network.supported:     # the table above lists them all; the first is the error
         raise network.problems[0]
     return 0
-
-
-def _info_text(record: dict[str, Any]) -> str:
-    def shape(s: list) -> str:
-        return "[" + ",".join(str(d) for d in s) + "]"
-    rows = [(str(i), l["name"], l["op_type"], shape(l["shape"]), "" if l["supported"] else "UNSUPPORTED")
-            for i, l in enumerate(record["layers"], start=1)]
-    widths = [max(len(r[c]) for r in rows + [("#", "layer", "operator", "output shape", "")]) for c in range(4)]
-    lines = [f"model:  {record['model']} (opset {record['opset']})",
-             f"input:  {record['input']['name']} {shape(record['input']['shape'])}",
-             f"output: {record['output']['name']} {shape(record['output']['shape'])}", ""]
-    for row in [("#", "layer", "operator", "output shape", "")] + rows:
-        lines.append(("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4]).rstrip())
-    lines.append("")
-    lines.append("operators: " + ", ".join(f"{op} x{n}" for op, n in record["operator_counts"].items()))
-    if record["fully_supported"]:
-        lines.append(f"supported: yes, every operator ({len(rows)} layers)")
-    else:
-        lines.append("supported: NO")
-        lines.extend(f"  {p}" for p in record["problems"])
-    return "\n".join(lines)
 
 
 # ----- eval ------------------------------------------------------------------------------------
@@ -282,7 +262,7 @@ def _vnnlib(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.summary()))
     else:
-        _print_result_details(result)
+        print(result_details(result))
     return 0
 
 
@@ -301,17 +281,6 @@ def _check_writable(path: str | None, field: str) -> None:
     """Before any work: the folder of an output file exists, so hours of work are not lost at the end."""
     if path and not Path(path).resolve().parent.is_dir():
         raise SmtVerifyError(f"the folder {Path(path).parent} does not exist", file=path, field=field)
-
-
-def _print_result_details(result) -> None:
-    print(f"verdict: {result.verdict.value} in {result.seconds:.3f} s ({result.guarantee})")
-    if result.min_margin is not None:
-        print(f"smallest proven margin: {result.min_margin:.6g}")
-    if result.counterexample is not None:
-        cex = result.counterexample
-        print(f"counterexample (confirmed by {cex.executor}): input {np.array2string(cex.input.reshape(-1), precision=8, threshold=12)}")
-        print(f"  output {np.array2string(cex.output.reshape(-1), precision=6)}")
-    print("stats: " + ", ".join(f"{k}={v}" for k, v in result.stats.items()))
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -414,7 +383,7 @@ def _search(args: argparse.Namespace) -> int:
         report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write)
     record = {"model": network.path, "input": args.input, **report.summary(), **writer.summary(),
               "examples_not_written": report.examples_found - writer.written, "out": args.out}
-    _emit(args, record, _search_text(record))
+    _emit(args, record, search_text(record))
     return 0
 
 
@@ -459,30 +428,6 @@ def _pixels(text: str, n_inputs: int) -> list[int]:
     return dims
 
 
-def _search_text(record: dict[str, Any]) -> str:
-    lines = [f"{record['verdict']}: class {record['label']}, {record['points_evaluated']:,} of "
-             f"{record['grid_points']:,} grid points in {record['seconds']:.2f} s "
-             f"({record['points_per_second']:,.0f} points/s end to end, "
-             f"{record['evaluation_points_per_second']:,.0f} evaluating; {len(record['grids'])} grids, "
-             f"{len(record['rounds'])} rounds)"]
-    if record["reason"]:
-        lines.append(f"  {record['reason']}")
-    lines.append(f"  guarantee: {record['guarantee']}")
-    for h in record["hidden"]:
-        lines.append(f"  layer {h['layer']}: hidden dims {h['hidden_dims']}, refinement {h['refinement']}, "
-                     f"{h['hidden_candidates']} candidates: {h['confirmed']} confirmed, {h['spurious']} spurious, "
-                     f"{h['unconfirmed']} unconfirmed, {h['unknown']} unknown")
-    for e in record["examples"][:10]:
-        lines.append(f"  example{' (between grid points)' if e['off_grid'] else ''}: class {e['new_class']}, {e['l0']} pixels changed {e['changed_dims'][:12]}, "
-                     f"L1 {e['l1']:.4g} L2 {e['l2']:.4g} Linf {e['linf']:.4g} -> {e['input_file']}")
-    if len(record["examples"]) > 10:
-        lines.append(f"  ... {len(record['examples']) - 10} more examples under {record['out']}")
-    if record["examples_not_written"]:
-        lines.append(f"  {record['examples_not_written']:,} more examples found, not written (--max-files "
-                     f"{record['max_files']:,}; {record['examples_found']:,} found in all)")
-    return "\n".join(lines)
-
-
 def _domain(text: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
@@ -517,37 +462,10 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     summary = run_demo(args.out)
-    _emit(args, summary, _demo_text(summary))
+    _emit(args, summary, demo_text(summary))
     agree = all(r["same_class"] == r["images"] for r in summary["models"])
     proved = summary["prove"]["verdict"] in ("SAFE", "SAFE_ON_GRID")
     return 0 if agree and summary["find"]["verdict"] == "UNSAFE" and proved else 1
-
-
-def _demo_text(s: dict[str, Any]) -> str:
-    find, prove, cert = s["find"], s["prove"], s["certify"]
-    lines = [f"smtverify demo: bundled {s['model']}, test image {s['image']} (class {s['label']})", "",
-             "1. executors agree on the bundled test images:"]
-    lines += [f"   {r['model']:<11} {r['same_class']}/{r['images']} same class, accuracy {r['accuracy']:.4f}, "
-              f"max |diff| {r['max_abs_diff']:.1e}" for r in s["models"]]
-    fs = find["settings"]
-    lines.append(f"2. DLV search, {fs['heuristic']} heuristic, {fs['features']} features a round, span {fs['span']}, "
-                 f"steps {fs['steps']}: {find['verdict']} after {len(find['rounds'])} rounds, "
-                 f"{find['points_evaluated']:,} points in {find['seconds']:.2f} s")
-    for e in find["examples"]:
-        lines.append(f"   adversarial example: class {s['label']} -> {e['new_class']}, {e['l0']} pixels changed, "
-                     f"L2 {e['l2']:.3f}, Linf {e['linf']:.3f}, confirmed by {e['confirmed_by']}: {e['input_file']}")
-    ps = prove["settings"]
-    lines.append(f"3. the round-1 features with span {ps['span']}, steps {ps['steps']}: {prove['verdict']}, "
-                 f"all {prove['grid_points']:,} grid points evaluated in {prove['seconds']:.2f} s "
-                 f"({prove['points_per_second']:,.0f} points/s)")
-    if prove["cells"]:
-        lines.append(f"   continuous region between the grid points: {prove['cells']['proven']} of "
-                     f"{prove['cells']['total']} cells proven by the certification engine")
-    lines.append(f"4. L-infinity ball eps={cert['eps']} around the image: {cert['verdict']} "
-                 f"in {cert['seconds']:.2f} s (continuous region, bounds and Z3)")
-    lines += ["", f"files in {s['out']}/ (npz + png per example, retrain.npz, summary.json); "
-              f"{s['seconds']:.1f} s in all"]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

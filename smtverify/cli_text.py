@@ -1,0 +1,98 @@
+"""What the command line prints: plain-text renderings of the records its commands emit (the same
+records `--json` prints whole)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .verdict import Result
+
+
+def info_text(record: dict[str, Any]) -> str:
+    def shape(s: list) -> str:
+        return "[" + ",".join(str(d) for d in s) + "]"
+    rows = [(str(i), l["name"], l["op_type"], shape(l["shape"]), "" if l["supported"] else "UNSUPPORTED")
+            for i, l in enumerate(record["layers"], start=1)]
+    widths = [max(len(r[c]) for r in rows + [("#", "layer", "operator", "output shape", "")]) for c in range(4)]
+    lines = [f"model:  {record['model']} (opset {record['opset']})",
+             f"input:  {record['input']['name']} {shape(record['input']['shape'])}",
+             f"output: {record['output']['name']} {shape(record['output']['shape'])}", ""]
+    for row in [("#", "layer", "operator", "output shape", "")] + rows:
+        lines.append(("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4]).rstrip())
+    lines.append("")
+    lines.append("operators: " + ", ".join(f"{op} x{n}" for op, n in record["operator_counts"].items()))
+    if record["fully_supported"]:
+        lines.append(f"supported: yes, every operator ({len(rows)} layers)")
+    else:
+        lines.append("supported: NO")
+        lines.extend(f"  {p}" for p in record["problems"])
+    return "\n".join(lines)
+
+
+
+
+def result_details(result: Result) -> str:
+    """A decided property's verdict, guarantee, counterexample and stats, a line each."""
+    lines = [f"verdict: {result.verdict.value} in {result.seconds:.3f} s ({result.guarantee})"]
+    if result.min_margin is not None:
+        lines.append(f"smallest proven margin: {result.min_margin:.6g}")
+    if result.counterexample is not None:
+        cex = result.counterexample
+        lines.append(f"counterexample (confirmed by {cex.executor}): input {np.array2string(cex.input.reshape(-1), precision=8, threshold=12)}")
+        lines.append(f"  output {np.array2string(cex.output.reshape(-1), precision=6)}")
+    lines.append("stats: " + ", ".join(f"{k}={v}" for k, v in result.stats.items()))
+    return "\n".join(lines)
+
+
+def search_text(record: dict[str, Any]) -> str:
+    lines = [f"{record['verdict']}: class {record['label']}, {record['points_evaluated']:,} of "
+             f"{record['grid_points']:,} grid points in {record['seconds']:.2f} s "
+             f"({record['points_per_second']:,.0f} points/s end to end, "
+             f"{record['evaluation_points_per_second']:,.0f} evaluating; {len(record['grids'])} grids, "
+             f"{len(record['rounds'])} rounds)"]
+    if record["reason"]:
+        lines.append(f"  {record['reason']}")
+    lines.append(f"  guarantee: {record['guarantee']}")
+    for h in record["hidden"]:
+        lines.append(f"  layer {h['layer']}: hidden dims {h['hidden_dims']}, refinement {h['refinement']}, "
+                     f"{h['hidden_candidates']} candidates: {h['confirmed']} confirmed, {h['spurious']} spurious, "
+                     f"{h['unconfirmed']} unconfirmed, {h['unknown']} unknown")
+    for e in record["examples"][:10]:
+        lines.append(f"  example{' (between grid points)' if e['off_grid'] else ''}: class {e['new_class']}, {e['l0']} pixels changed {e['changed_dims'][:12]}, "
+                     f"L1 {e['l1']:.4g} L2 {e['l2']:.4g} Linf {e['linf']:.4g} -> {e['input_file']}")
+    if len(record["examples"]) > 10:
+        lines.append(f"  ... {len(record['examples']) - 10} more examples under {record['out']}")
+    if record["examples_not_written"]:
+        lines.append(f"  {record['examples_not_written']:,} more examples found, not written (--max-files "
+                     f"{record['max_files']:,}; {record['examples_found']:,} found in all)")
+    return "\n".join(lines)
+
+
+
+
+def demo_text(s: dict[str, Any]) -> str:
+    find, prove, cert = s["find"], s["prove"], s["certify"]
+    lines = [f"smtverify demo: bundled {s['model']}, test image {s['image']} (class {s['label']})", "",
+             "1. executors agree on the bundled test images:"]
+    lines += [f"   {r['model']:<11} {r['same_class']}/{r['images']} same class, accuracy {r['accuracy']:.4f}, "
+              f"max |diff| {r['max_abs_diff']:.1e}" for r in s["models"]]
+    fs = find["settings"]
+    lines.append(f"2. DLV search, {fs['heuristic']} heuristic, {fs['features']} features a round, span {fs['span']}, "
+                 f"steps {fs['steps']}: {find['verdict']} after {len(find['rounds'])} rounds, "
+                 f"{find['points_evaluated']:,} points in {find['seconds']:.2f} s")
+    for e in find["examples"]:
+        lines.append(f"   adversarial example: class {s['label']} -> {e['new_class']}, {e['l0']} pixels changed, "
+                     f"L2 {e['l2']:.3f}, Linf {e['linf']:.3f}, confirmed by {e['confirmed_by']}: {e['input_file']}")
+    ps = prove["settings"]
+    lines.append(f"3. the round-1 features with span {ps['span']}, steps {ps['steps']}: {prove['verdict']}, "
+                 f"all {prove['grid_points']:,} grid points evaluated in {prove['seconds']:.2f} s "
+                 f"({prove['points_per_second']:,.0f} points/s)")
+    if prove["cells"]:
+        lines.append(f"   continuous region between the grid points: {prove['cells']['proven']} of "
+                     f"{prove['cells']['total']} cells proven by the certification engine")
+    lines.append(f"4. L-infinity ball eps={cert['eps']} around the image: {cert['verdict']} "
+                 f"in {cert['seconds']:.2f} s (continuous region, bounds and Z3)")
+    lines += ["", f"files in {s['out']}/ (npz + png per example, retrain.npz, summary.json); "
+              f"{s['seconds']:.1f} s in all"]
+    return "\n".join(lines)
