@@ -6,6 +6,7 @@ is needed. Every function is deterministic given its rng, so a found example can
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -56,10 +57,11 @@ def _maxpool_backward(step: MaxPool, g: np.ndarray, before: np.ndarray) -> np.nd
 
 def _descend(chain: Chain, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, scale: np.ndarray | float,
              step_sizes: np.ndarray, direction: Direction,
-             stop_below: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+             stop_below: float = -np.inf, deadline: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
     """Projected sign-gradient descent of every row at once: x -= step_sizes[t] * scale * sign(grad),
     clipped to [lo, hi] (step_sizes[t] is one number, or one per row as (B, 1)). Returns the best
-    point each row visited and its score; stops as soon as some score is below `stop_below`."""
+    point each row visited and its score; stops as soon as some score is below `stop_below`, or
+    past the `deadline` (perf_counter: a step through a big net's batch takes a while)."""
     best_x, best = x.copy(), np.full(len(x), np.inf)
     if not len(x):                        # no starts (an attack turned off): nothing to descend
         return best_x, best
@@ -68,7 +70,7 @@ def _descend(chain: Chain, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, scale:
         score, c = direction(values[-1])
         better = score < best
         best_x[better], best[better] = x[better], score[better]
-        if t == len(step_sizes) or best.min() < stop_below:
+        if t == len(step_sizes) or best.min() < stop_below or time.perf_counter() > deadline:
             break
         x = np.clip(x - step_sizes[t] * scale * np.sign(_backward(chain, values, c)), lo, hi)
     return best_x, best
@@ -150,21 +152,22 @@ def _case_direction(case: Case, restarts: int) -> Direction:
 
 
 def pgd(chain: Chain, case: Case, rng: np.random.Generator, restarts: int = 32, steps: int = 60,
-        first_steps: tuple[float, float] = (0.25, 0.005), decay: float = 0.01, stop_margin: float = 1e-4) -> np.ndarray:
+        first_steps: tuple[float, float] = (0.25, 0.005), decay: float = 0.01, stop_margin: float = 1e-4,
+        deadline: float = np.inf) -> np.ndarray:
     """Projected gradient descent on the unsafe condition: for each constraint, `restarts` starts
     (the centre, then uniform points) minimise its worst row, all in one batch. Steps are fractions of
     the box width; the first step spreads geometrically over the restarts between `first_steps`
     (large steps reach the corners that matter in high dimensions, small ones find the narrow unsafe
     regions of low-dimensional boxes) and decays geometrically by `decay` over the steps. Descent
     stops once some row is unsafe by more than `stop_margin` (a margin float32 rounding will not
-    undo). Returns the points the chain finds unsafe, most violating first."""
+    undo), or past the `deadline`. Returns the points the chain finds unsafe, most violating first."""
     lo, hi = case.box.lower, case.box.upper
     starts = rng.uniform(lo, hi, (len(case.unsafe), restarts, len(lo)))
     starts[:, :1] = (lo + hi) / 2
     first = np.geomspace(*first_steps, restarts)
     step_sizes = np.tile(first, len(case.unsafe))[None, :, None] * decay ** np.linspace(0.0, 1.0, steps)[:, None, None]
     best_x, _ = _descend(chain, starts.reshape(-1, len(lo)), lo, hi, hi - lo, step_sizes,
-                         _case_direction(case, restarts), -stop_margin)
+                         _case_direction(case, restarts), -stop_margin, deadline)
     return _best_first([_unsafe_rows(case, chain, best_x)])
 
 
@@ -201,12 +204,14 @@ def _near_rows_direction(case: Case, near: float) -> Direction:
 
 
 def descend_from(chain: Chain, case: Case, starts: np.ndarray, steps: int = 100, first_step: float = 0.01,
-                 near: float = 0.01) -> np.ndarray:
+                 near: float = 0.01, deadline: float = np.inf) -> np.ndarray:
     """Local sign-gradient descent from given starts (steps from first_step of the box width down
-    by 100x), on all nearly-holding rows together. Returns the unsafe points, most violating first."""
+    by 100x, none past the `deadline`), on all nearly-holding rows together. Returns the unsafe
+    points, most violating first."""
     lo, hi = case.box.lower, case.box.upper
     step_sizes = first_step * 0.01 ** np.linspace(0.0, 1.0, steps)
-    best_x, _ = _descend(chain, starts, lo, hi, hi - lo, step_sizes, _near_rows_direction(case, near))
+    best_x, _ = _descend(chain, starts, lo, hi, hi - lo, step_sizes, _near_rows_direction(case, near),
+                         deadline=deadline)
     return _best_first([_unsafe_rows(case, chain, best_x)])
 
 

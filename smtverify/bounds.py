@@ -16,6 +16,7 @@ likewise subtracts a bound on its own rounding (SubstitutionError).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
@@ -239,7 +240,8 @@ class BoundPropagator:
     def forward(self, lower: np.ndarray, upper: np.ndarray,
                 fixed: list[tuple[int, np.ndarray, np.ndarray]] | None = None,
                 within: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
-                row_bound: "RowBound | None" = None, tighten_after: int = -1, end: int | None = None) -> ChainBounds:
+                row_bound: "RowBound | None" = None, tighten_after: int = -1, end: int | None = None,
+                deadline: float = np.inf) -> ChainBounds:
         """Bounds for boxes lower/upper (B, n). `fixed` lists (step, active_mask, inactive_mask)
         ReLU phase decisions (branch and bound): an active ReLU's input is >= 0, an inactive's <= 0.
         `within` gives bounds known for each step's input (B rows each), e.g. those of the box a
@@ -247,7 +249,9 @@ class BoundPropagator:
         `row_bound` replaces back-substitution for the unstable neurons (e.g. optimised slopes);
         steps up to `tighten_after` get neither (a domain whose newest decision is there: the
         bounds before it are its parent's, in `within`). `end`: only steps before it are taken
-        (the bounds end with step `end`'s input).
+        (the bounds end with step `end`'s input). Past the `deadline` (perf_counter), the steps
+        left get interval arithmetic only (within `within`): sound, only looser, and a fraction
+        of the symbolic pass's and the neurons' tightening's cost, which is most of a big net's.
         Boxes that are all one box (the domains of branch and bound) share what depends on the
         box alone: the rounding allowance, and each affine step's bounds while they agree."""
         lower = np.asarray(lower, dtype=np.float64)
@@ -257,12 +261,15 @@ class BoundPropagator:
         one_box = _same_rows(lower) and _same_rows(upper)
         magnitude = np.maximum(np.abs(lo), np.abs(hi))[:1 if one_box else B]
         slack = np.zeros_like(magnitude)
-        if self.symbolic:
+        symbolic = self.symbolic
+        if symbolic:
             eye = np.broadcast_to(np.eye(n), (B, n, n))
             Lw, Lc, Uw, Uc = eye, np.zeros((B, n)), eye, np.zeros((B, n))
         out = ChainBounds([], [], [], {}, lower, upper)
         decisions = {k: (a, i) for k, a, i in (fixed or [])}
         for k, step in enumerate(self.chain.steps[:end]):
+            in_time = time.perf_counter() <= deadline
+            symbolic = symbolic and in_time
             out.lower.append(lo)
             out.upper.append(hi)
             out.slack.append(np.broadcast_to(slack, lo.shape))
@@ -276,7 +283,7 @@ class BoundPropagator:
                     lo_i, hi_i = np.repeat(lo_i, B, axis=0), np.repeat(hi_i, B, axis=0)
                 magnitude = _vec(w.abs, magnitude) + np.abs(step.b)
                 slack = _vec(w.abs, slack) + w.gamma * magnitude
-                if self.symbolic:
+                if symbolic:
                     Lw, Uw = _left(w.plus, Lw) + _left(w.minus, Uw), _left(w.plus, Uw) + _left(w.minus, Lw)
                     Lc, Uc = (_vec(w.plus, Lc) + _vec(w.minus, Uc) + step.b,
                               _vec(w.plus, Uc) + _vec(w.minus, Lc) + step.b)
@@ -287,7 +294,7 @@ class BoundPropagator:
                 if within is not None:
                     lo, hi = np.maximum(lo, within[0][k]), np.minimum(hi, within[1][k])
                     out.lower[k], out.upper[k] = lo, hi
-                if (self.backsub and k > tighten_after and out.relaxations and isinstance(step, Activation)
+                if (self.backsub and in_time and k > tighten_after and out.relaxations and isinstance(step, Activation)
                         and step.kind == "Relu"):
                     # (before the first nonlinearity the forward symbolic bound is already exact)
                     lo, hi = self._tighten_unstable(out, k, lo, hi, slack, row_bound)
@@ -304,7 +311,7 @@ class BoundPropagator:
                     flat = np.where(lo >= 0, 1.0, 0.0)
                     if np.any(flat != relaxation.lower_slope):    # else the second pass would repeat the first
                         out.flat[k] = replace(relaxation, lower_slope=flat)
-                if self.symbolic:
+                if symbolic:
                     Lw, Lc, Uw, Uc = self._through(step, relaxation, Lw, Lc, Uw, Uc)
                 lo, hi = lo_o, hi_o
                 if isinstance(step, MaxPool):
