@@ -17,6 +17,7 @@ substitution with each row's best slopes and multipliers, less its rounding allo
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -78,15 +79,16 @@ class SlopeOptimiser:
 
     def lower_bounds(self, bounds: ChainBounds, objective: Objective, end: int,
                      stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
-                     allowance: bool = True) -> np.ndarray:
+                     allowance: bool = True, deadline: float = np.inf) -> np.ndarray:
         """Best lower bound found of each objective row (B, R); see optimise."""
-        return self.optimise(bounds, objective, end, stop, iterations, allowance).values
+        return self.optimise(bounds, objective, end, stop, iterations, allowance, deadline=deadline).values
 
     def optimise(self, bounds: ChainBounds, objective: Objective, end: int,
                  stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
                  allowance: bool = True, splits: "dict[int, np.ndarray] | None" = None,
                  start: SlopeSolution | None = None,
-                 finished: "Callable[[np.ndarray], np.ndarray] | None" = None) -> SlopeSolution:
+                 finished: "Callable[[np.ndarray], np.ndarray] | None" = None,
+                 deadline: float = np.inf) -> SlopeSolution:
         """Lower bounds of each objective row (B, R), less the rounding allowance of step `end`'s
         input (unless the caller subtracts it). `stop(values)` may end the ascent early (e.g. once
         every box is refuted); `finished(values)` (B,) marks boxes whose ascent may end, which are
@@ -97,7 +99,10 @@ class SlopeOptimiser:
         decided neurons' own bounds. The ascent begins from `start`'s slopes and multipliers where
         given (a parent domain's: any slope in [0, 1] and any non-negative multiplier is sound),
         else from CROWN's slopes and zero. `stop` and `finished` see the float32 estimates; the
-        bounds returned are float64 ones, of each row's best state."""
+        bounds returned are float64 ones, of each row's best state. The ascent takes no step that
+        would end past the `deadline` (perf_counter) by its last step's measured time, with the
+        float64 substitution still to come (about as long); a deadline already passed leaves it
+        CROWN's or `start`'s state. Every state's bound is sound: cutting short only loosens it."""
         s = self.settings
         ascent = _Ascent.begin(self, bounds, objective, end, splits, start)
         B = bounds.box_lower.shape[0]
@@ -105,6 +110,7 @@ class SlopeOptimiser:
         best, last = ascent.state_arrays(B), ascent.state_arrays(B)
         iterations = s.iterations if iterations is None else iterations
         for iteration in range(iterations + 1):
+            began = time.perf_counter()
             rows, rhs = ascent.rows()
             terms = {k: ascent.betas[k] * ascent.signs[k] for k in ascent.signs}
             value, grad_slopes, grad_lam, grad_terms, _ = self._bound_and_gradient(
@@ -113,7 +119,7 @@ class SlopeOptimiser:
                 value = value - np.einsum("brm,bm->br", np.abs(rows), ascent.bounds.slack[end])
             ascent.remember(value - rhs)
             estimate[ascent.live] = ascent.best_value
-            if iteration == iterations or (stop is not None and stop(estimate)):
+            if iteration == iterations or (stop is not None and stop(estimate)) or _late(began, deadline):
                 break
             if finished is not None:
                 live = ascent.drop(finished(estimate)[ascent.live], best, last)
@@ -165,12 +171,13 @@ class SlopeOptimiser:
         value = self._bound_and_gradient(_in_float32(bounds), rows, slopes, end, terms, exact=False, gradient=False)[0]
         return value - objective.M @ objective.b
 
-    def row_bound(self, iterations: int) -> RowBound:
+    def row_bound(self, iterations: int, deadline: float = np.inf) -> RowBound:
         """Optimised slopes in place of back-substitution for the hidden neurons' bounds
-        (BoundPropagator.forward's row_bound; the rounding allowance is added there)."""
+        (BoundPropagator.forward's row_bound; the rounding allowance is added there), each
+        ascent stopped by the deadline (see optimise)."""
         def bound(bounds: ChainBounds, rows: np.ndarray, k: int) -> np.ndarray:
             return self.lower_bounds(bounds, Objective(rows, np.zeros(len(rows))), k, iterations=iterations,
-                                     allowance=False)
+                                     allowance=False, deadline=deadline)
         return bound
 
     def _initial_slopes(self, bounds: ChainBounds, k: int, rows: int) -> np.ndarray:
@@ -348,6 +355,13 @@ class _Ascent:
         self.adam.moments = {name: (m[keep], v[keep]) for name, (m, v) in self.adam.moments.items()}
         self.live = self.live[keep]
         return keep
+
+
+def _late(began: float, deadline: float) -> bool:
+    """Whether another step as long as the one begun at `began`, and then the float64
+    substitution, would end past the deadline."""
+    now = time.perf_counter()
+    return now + 2 * (now - began) > deadline
 
 
 def _signs(splits: "dict[int, np.ndarray] | None", end: int) -> dict[int, np.ndarray]:

@@ -222,6 +222,7 @@ class _Progress:
     unconfirmed: int = 0
     min_margin: float = np.inf
     descent_seconds: float = 0.0        # ReLU splitting: time spent in local descent from domain corners
+    root_seconds: float = 0.0           # the root's bounding: what refining leaves for one bounding after it
     proven_share: float | None = None   # input splitting: share of the case's input box proven safe
     extra: dict = field(default_factory=dict)
 
@@ -283,20 +284,25 @@ class Verifier:
     # ----- one case ------------------------------------------------------------------------
     def _decide_case(self, case: Case, deadline: float, progress: _Progress):
         progress.proven_share = None
-        found = self._falsify(case, progress)
+        found = self._falsify(case, deadline, progress)
         if found is not None:
             return Verdict.UNSAFE, found
         rows = _Rows.of(case)
         lower, upper = case.box.lower[None], case.box.upper[None]
-        root = self.bounds.forward(lower, upper)
+        began = time.perf_counter()
+        root = self.bounds.forward(lower, upper, deadline=deadline)
         margin = rows.margins(self.bounds.lower_bound_rows(root, rows.A))[0]
         progress.boxes_bounded += 1
-        if margin <= 0 and self.slope_optimiser is not None and self.settings.root_slope_iterations > 0:
-            root, margin = self._optimised_root(case, rows, root)
+        late = time.perf_counter() + (time.perf_counter() - began) > deadline    # for a forward as long again
+        if margin <= 0 and self.slope_optimiser is not None and self.settings.root_slope_iterations > 0 and not late:
+            root, margin = self._optimised_root(case, rows, root, deadline)
+        progress.root_seconds = time.perf_counter() - began
         if margin > 0:
             progress.leaves += 1
             progress.min_margin = min(progress.min_margin, margin)
             return Verdict.SAFE, None
+        if time.perf_counter() > deadline:        # the root's bounds were cut short: nothing proven
+            return Verdict.TIMEOUT, None
         free = int(np.sum(case.box.upper > case.box.lower))
         if free <= self.settings.input_split_max_dims:
             return self._input_split_with_lp(case, rows, root, deadline, progress)
@@ -304,16 +310,16 @@ class Verifier:
             return self._relu_split_refined(case, rows, root, deadline, progress)
         return self._relu_split(case, rows, root, deadline, progress)
 
-    def _optimised_root(self, case: Case, rows: _Rows, root: ChainBounds) -> tuple[ChainBounds, float]:
+    def _optimised_root(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float) -> tuple[ChainBounds, float]:
         """The root's bounds again with every hidden neuron's slopes optimised, and its margin with
         the output rows' too: a few seconds once, where LP-tightening every neuron took minutes
         (MNIST-FC 256x4, prop_0 eps 0.05: margin -5.4 -> -2.2, unstable ReLUs 402 -> 207, 0.5 s)."""
         iterations = self.settings.root_slope_iterations
         root = self.bounds.forward(case.box.lower[None], case.box.upper[None], within=(root.lower, root.upper),
-                                   row_bound=self.slope_optimiser.row_bound(iterations))
+                                   row_bound=self.slope_optimiser.row_bound(iterations, deadline), deadline=deadline)
         slope_rows = _SlopeRows.of(case)
         margin = max(rows.margins(self.bounds.lower_bound_rows(root, rows.A))[0],
-                     self._slope_margins(slope_rows, root, iterations=5 * iterations)[0])
+                     self._slope_margins(slope_rows, root, deadline, iterations=5 * iterations)[0])
         return root, margin
 
     def _point_cost(self) -> float:
@@ -332,23 +338,28 @@ class Verifier:
         self.chain.forward(x)
         return max((time.perf_counter() - start) / len(x), 1e-8)
 
-    def _falsify(self, case: Case, progress: _Progress):
-        """Random points then PGD, within a fixed share of the time budget; the first candidate
-        onnxruntime confirms is the answer."""
+    def _falsify(self, case: Case, deadline: float, progress: _Progress):
+        """Random points then PGD, within a fixed share of the time budget (of the time left, if
+        less), PGD's steps never past the deadline (their minimum took 0.6-1.1 s on oval21's and
+        verivital's conv nets); the first candidate onnxruntime confirms is the answer."""
         s = self.settings
-        budget = s.attack_share * s.timeout / self._point_cost()          # point-evaluations we can afford
+        seconds = min(s.attack_share * s.timeout, deadline - time.perf_counter())
+        if seconds <= 0:
+            return None
+        budget = seconds / self._point_cost()          # point-evaluations we can afford
         points = int(np.clip(budget / 4, 64, s.random_points))
         restarts = int(np.clip(budget / (s.attack_steps * max(len(case.unsafe), 1)), 2, s.attack_restarts))
         progress.extra.update(random_points=points, pgd_restarts=restarts)
         candidates = [attack.random_search(self.chain, case, points, self.rng)] if points else []
-        candidates.append(attack.pgd(self.chain, case, self.rng, restarts=restarts, steps=s.attack_steps))
+        candidates.append(attack.pgd(self.chain, case, self.rng, restarts=restarts, steps=s.attack_steps,
+                                     deadline=deadline))
         for batch in candidates:
             found = self._confirm_any(case, batch, progress)
             if found is not None:
                 return found
         return None
 
-    def _falsify_deep(self, case: Case, progress: _Progress):
+    def _falsify_deep(self, case: Case, deadline: float, progress: _Progress):
         """For a low-dimensional box that resisted the first rounds of splitting: many uniform
         points, and local descent from the nearest to unsafe. Sat instances whose unsafe region is
         a sliver (ACAS Xu 1_5/prop_2 and 5_3/prop_2) are found this way in seconds, where PGD's
@@ -357,7 +368,7 @@ class Verifier:
         points = int(np.clip(s.deep_share * s.timeout / self._forward_cost(), s.deep_seeds, s.deep_random_points))
         progress.extra["deep_random_points"] = points
         seeds = attack.closest(self.chain, case, points, self.rng, s.deep_seeds)
-        return self._confirm_any(case, attack.descend_from(self.chain, case, seeds), progress)
+        return self._confirm_any(case, attack.descend_from(self.chain, case, seeds, deadline=deadline), progress)
 
     def _confirm_any(self, case: Case, points: np.ndarray, progress: _Progress, limit: int = 8):
         for x in points[:limit]:
@@ -383,7 +394,7 @@ class Verifier:
         verdict, found = self._input_split(case, rows, stack, first, progress)
         if verdict is not Verdict.TIMEOUT or time.perf_counter() > deadline:
             return verdict, found
-        found = self._falsify_deep(case, progress)
+        found = self._falsify_deep(case, deadline, progress)
         if found is not None:
             return Verdict.UNSAFE, found
         relaxation = LpRelaxation(self.chain, case.box.lower, case.box.upper)
@@ -434,7 +445,7 @@ class Verifier:
             pick = _split_dimension(halves.margins, parent, halves.widths, halves.candidate)
             chosen = halves.margins[np.arange(B), pick]                         # (B, 2)
             indices = (halves.pair[np.arange(B), pick] * 2)[:, None] + np.arange(2)   # of the chosen halves
-            closing = self._optimised_margins(slope_rows, halves.bounds, indices, chosen)
+            closing = self._optimised_margins(slope_rows, halves.bounds, indices, chosen, deadline)
             still_open = indices[closing <= 0]
             found = self._confirm_unsafe(case, list((halves.lo[still_open] + halves.hi[still_open]) / 2), progress)
             if found is not None:
@@ -487,7 +498,7 @@ class Verifier:
         return _Halves(flat_lo, flat_hi, bounds, row_lower, coefficients, margins, widths, candidate, pair)
 
     def _optimised_margins(self, slope_rows: "_SlopeRows", bounds: ChainBounds, indices: np.ndarray,
-                           margins: np.ndarray) -> np.ndarray:
+                           margins: np.ndarray, deadline: float) -> np.ndarray:
         """The margins of boxes `indices` of a batch, raised where they are open by optimising
         the output rows' ReLU slopes (the margins kept in the search stay back-substitution's, so
         the choice of split dimension compares like with like). Measured on 1 000 open boxes of
@@ -497,13 +508,16 @@ class Verifier:
         if self.slope_optimiser is None or self.settings.slope_iterations <= 0 or not np.any(open_boxes):
             return margins
         raised = margins.copy()
-        raised[open_boxes] = np.maximum(margins[open_boxes], self._slope_margins(slope_rows, bounds.subset(indices[open_boxes])))
+        raised[open_boxes] = np.maximum(margins[open_boxes],
+                                        self._slope_margins(slope_rows, bounds.subset(indices[open_boxes]), deadline))
         return raised
 
-    def _slope_margins(self, slope_rows: "_SlopeRows", bounds: ChainBounds, iterations: int | None = None) -> np.ndarray:
+    def _slope_margins(self, slope_rows: "_SlopeRows", bounds: ChainBounds, deadline: float,
+                       iterations: int | None = None) -> np.ndarray:
         values = self.slope_optimiser.lower_bounds(bounds, slope_rows.objective(len(bounds.box_lower)),
                                                    len(self.chain.steps), iterations=iterations,
-                                                   stop=lambda v: bool(np.all(slope_rows.margins(v) > 0)))
+                                                   stop=lambda v: bool(np.all(slope_rows.margins(v) > 0)),
+                                                   deadline=deadline)
         return slope_rows.margins(values)
 
     def _try_corners(self, case: Case, halves: "_Halves", progress: _Progress):
@@ -584,8 +598,10 @@ class Verifier:
             progress.extra.pop(stale, None)
         progress.extra["leaves_before_refining"] = progress.leaves
         refining = time.perf_counter()
+        # ... ending a measured root bounding before the deadline, for splitting to use its bounds
         root = BoundRefiner(self.bounds, self.slope_optimiser).refined(
-            root, min(deadline, refining + self.settings.refine_share * (deadline - start)))
+            root, min(deadline - progress.root_seconds, refining + self.settings.refine_share * (deadline - start)),
+            progress.root_seconds)
         progress.extra["refine_seconds"] = round(time.perf_counter() - refining, 2)
         return self._relu_split_batched(case, rows, root, deadline, progress)
 
@@ -600,21 +616,24 @@ class Verifier:
         stack: list[_Node] = [_Node([], _layer_bounds(root, 0), np.full(len(slope_rows.group), -np.inf))]
         progress.extra["splitting"] = "relu_batched"
         began, progress.descent_seconds = time.perf_counter(), 0.0     # this case's splitting only
+        bounding = 0.0    # the last batch's bounding took this long: none starts that would end past the deadline
         while stack:
-            if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
-                return _stopped(stack, slope_rows, progress, deadline), None
+            if time.perf_counter() + bounding > deadline or progress.leaves > self.settings.max_leaves:
+                return _stopped(stack, slope_rows, progress, deadline - bounding), None
             batch = stack[-self.settings.batch_domains:]
             del stack[-self.settings.batch_domains:]
-            bounds, signs = self._bound_domains(case, batch)
+            bounding_began = time.perf_counter()
+            bounds, signs = self._bound_domains(case, batch, deadline)
             progress.boxes_bounded += len(batch)
             empty = bounds.empty()       # contradictory phases: nothing to decide
             domains = _DomainRows.of(batch)
             solution = self.slope_optimiser.optimise(
                 bounds.subset(domains.domain), slope_rows.objective_of(domains.row[:, None]), len(self.chain.steps),
                 splits={k: sign[domains.domain] for k, sign in signs.items()},
-                iterations=self.settings.split_slope_iterations, start=domains.start(),
+                iterations=self.settings.split_slope_iterations, start=domains.start(), deadline=deadline,
                 stop=lambda v: bool(np.all((slope_rows.margins(domains.full(v)) > 0) | empty)),
                 finished=lambda v: (v[:, 0] > 0) | empty[domains.domain])
+            bounding = time.perf_counter() - bounding_began
             values = domains.full(solution.values)
             margins = np.where(empty, np.inf, slope_rows.margins(values))
             refuted = margins > 0
@@ -701,7 +720,8 @@ class Verifier:
             progress.descent_seconds += time.perf_counter() - start
         return found
 
-    def _bound_domains(self, case: Case, batch: list["_Node"]) -> tuple[ChainBounds, dict[int, np.ndarray]]:
+    def _bound_domains(self, case: Case, batch: list["_Node"], deadline: float
+                       ) -> tuple[ChainBounds, dict[int, np.ndarray]]:
         """The input box's bounds under each domain's phase decisions, within its parent's neuron
         bounds (bounded again after its newest decision if the batch reaches Settings.refresh_depth);
         and the decisions as signs per ReLU step (-1 active, +1 inactive, 0 undecided)."""
@@ -715,10 +735,11 @@ class Verifier:
         fixed = [(k, sign < 0, sign > 0) for k, sign in signs.items()]
         lower, upper = np.repeat(case.box.lower[None], B, axis=0), np.repeat(case.box.upper[None], B, axis=0)
         if min(len(node.decisions) for node in batch) <= self.settings.refresh_depth:
-            row_bound = (self.slope_optimiser.row_bound(self.settings.refresh_iterations)
+            row_bound = (self.slope_optimiser.row_bound(self.settings.refresh_iterations, deadline)
                          if self.settings.refresh_iterations else None)
             after = min(node.decisions[-1][0] if node.decisions else 0 for node in batch)
-            return self.refresh_bounds.forward(lower, upper, fixed, within, row_bound=row_bound, tighten_after=after), signs
+            return self.refresh_bounds.forward(lower, upper, fixed, within, row_bound=row_bound, tighten_after=after,
+                                               deadline=deadline), signs
         return self.interval_bounds.forward(lower, upper, fixed, within), signs
 
     def _relu_split(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float, progress: _Progress):
