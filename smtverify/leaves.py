@@ -24,12 +24,15 @@ from .vnnlib import OutputConstraint
 DEEPER = 2.0 ** -14
 # Z3 does not always poll its own timeout in arithmetic: a watchdog interrupts it this long after.
 WATCHDOG_GRACE = 0.5
+# A chain's first leaf, before any is measured: encoding it and asserting it took 2.6-4.7 times the
+# encoding's estimate (a 5-input net of four 300-wide ReLU layers, 5.5 s estimated: 6.3-7.7 s
+# encoding, then 8-18 s asserting, on a loaded machine).
+FIRST_SETUP_PER_ENCODING = 5.0
 
 
 def cold_encoding_seconds(chain: Chain) -> float:
     """About how long a chain's first Z3 encoding takes (its weights' numerals are built then):
-    4.2 s for MNIST-FC 256x2's 269 000 weights, measured. A leaf with less time left is not begun,
-    so a run does not overrun its timeout building it."""
+    4.2 s for MNIST-FC 256x2's 269 000 weights, measured."""
     weights = sum(np.count_nonzero(s.W) if isinstance(s.W, np.ndarray) else s.W.nnz
                   for s in chain.steps if isinstance(s, Affine))
     return 2e-5 * weights
@@ -46,60 +49,63 @@ class LeafOutcome:
 
 
 class LeafSolver:
-    """Z3 over the leaves of one chain."""
+    """Z3 over the leaves of one chain. A query is begun only if the time left covers what it costs
+    before Z3's timeout applies (encoding the leaf and asserting it): estimated from the weights for
+    the first, then as long as the last one took. A 20 s run overran by 7 s when the first leaf was
+    begun with the encoding's estimate alone, its assertion uncounted."""
 
     def __init__(self, chain: Chain) -> None:
         self.chain = chain
         self._encoder = None
+        self.setup_seconds = FIRST_SETUP_PER_ENCODING * cold_encoding_seconds(chain)
 
     def solve(self, constraints: Sequence[OutputConstraint], lo: np.ndarray, hi: np.ndarray,
               step_bounds: list[tuple[np.ndarray, np.ndarray]], decisions: Sequence[tuple[int, int, bool]],
               deadline: float, confirm: Callable[[np.ndarray], object]) -> LeafOutcome:
         """Is some x in [lo, hi], within the step bounds and phase decisions, unsafe? `confirm`
         turns a model into a confirmed counterexample or None."""
-        import z3
-
         from . import encode
 
-        if self._encoder is None:
-            if deadline - time.perf_counter() <= cold_encoding_seconds(self.chain):
-                return LeafOutcome("skipped")
-            self._encoder = encode.ChainEncoder(self.chain)
-        if deadline - time.perf_counter() <= 0.05:
+        began = time.perf_counter()
+        if deadline - began <= self.setup_seconds + 0.05:
             return LeafOutcome("skipped")
+        if self._encoder is None:
+            self._encoder = encode.ChainEncoder(self.chain)
         box = (tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi))
         encoding = self._encoder.encode(box, step_bounds)
-        phases = encode.phase_condition(encoding, decisions)
-        status, model = _decide(encoding, z3.And(encode.unsafe_condition(encoding, constraints), phases), deadline)
-        if status == "skipped":
-            return LeafOutcome("skipped")
-        outcome = LeafOutcome(status, calls=1)
+        status, model = self._decide(encoding, constraints, decisions, deadline, began)
+        outcome = LeafOutcome(status, calls=int(status != "skipped"))
         if status == "sat":
             outcome.counterexample = confirm(model)
-        if status == "sat" and outcome.counterexample is None:      # a model on the region's boundary
-            condition = z3.And(encode.unsafe_condition(encoding, _deeper(constraints)), phases)
-            status, model = _decide(encoding, condition, deadline)
-            outcome.calls += status != "skipped"
+        again = time.perf_counter()
+        if status == "sat" and outcome.counterexample is None and deadline - again > self.setup_seconds + 0.05:
+            status, model = self._decide(encoding, _deeper(constraints), decisions, deadline, again)
+            outcome.calls += status != "skipped"              # the model was on the region's boundary
             if status == "sat":
                 outcome.counterexample = confirm(model)
         return outcome
 
+    def _decide(self, encoding, constraints: Sequence[OutputConstraint], decisions: Sequence[tuple[int, int, bool]],
+                deadline: float, began: float) -> tuple[str, np.ndarray | str | None]:
+        """Z3 on the encoding and the unsafe condition, by the deadline ('skipped' if no time is
+        left once it is asserted); the setup, from `began`, measured. A watchdog interrupts Z3 if
+        it overruns its own timeout (it does not always poll it in arithmetic)."""
+        import z3
 
-def _decide(encoding, condition, deadline: float) -> tuple[str, np.ndarray | str | None]:
-    """encode.decide within the deadline, a watchdog interrupting Z3 if it overruns."""
-    import z3
+        from . import encode
 
-    from . import encode
-
-    remaining = deadline - time.perf_counter()
-    if remaining <= 0.05:
-        return "skipped", None
-    watchdog = threading.Timer(remaining + WATCHDOG_GRACE, z3.main_ctx().interrupt)
-    watchdog.start()
-    try:
-        return encode.decide(encoding, condition, remaining)
-    finally:
-        watchdog.cancel()
+        condition = z3.And(encode.unsafe_condition(encoding, constraints), encode.phase_condition(encoding, decisions))
+        decider = encode.one_shot(encoding, condition)
+        self.setup_seconds = time.perf_counter() - began
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0.05:
+            return "skipped", None
+        watchdog = threading.Timer(remaining + WATCHDOG_GRACE, z3.main_ctx().interrupt)
+        watchdog.start()
+        try:
+            return decider.check(remaining)
+        finally:
+            watchdog.cancel()
 
 
 def _deeper(constraints: Sequence[OutputConstraint]) -> list[OutputConstraint]:
