@@ -249,9 +249,10 @@ class BoundPropagator:
         `row_bound` replaces back-substitution for the unstable neurons (e.g. optimised slopes);
         steps up to `tighten_after` get neither (a domain whose newest decision is there: the
         bounds before it are its parent's, in `within`). `end`: only steps before it are taken
-        (the bounds end with step `end`'s input). Past the `deadline` (perf_counter), the steps
-        left get interval arithmetic only (within `within`): sound, only looser, and a fraction
-        of the symbolic pass's and the neurons' tightening's cost, which is most of a big net's.
+        (the bounds end with step `end`'s input). The symbolic pass and the neurons' tightening,
+        most of a big net's cost (a step of oval21 cifar_deep_kw's: 0.8 s), are not begun where
+        their last step's measured time would end past the `deadline` (perf_counter): the steps
+        left get interval arithmetic only (within `within`), sound and only looser.
         Boxes that are all one box (the domains of branch and bound) share what depends on the
         box alone: the rounding allowance, and each affine step's bounds while they agree."""
         lower = np.asarray(lower, dtype=np.float64)
@@ -267,9 +268,9 @@ class BoundPropagator:
             Lw, Lc, Uw, Uc = eye, np.zeros((B, n)), eye, np.zeros((B, n))
         out = ChainBounds([], [], [], {}, lower, upper)
         decisions = {k: (a, i) for k, a, i in (fixed or [])}
+        symbolic_seconds = tighten_seconds = 0.0      # what the last step of each took
         for k, step in enumerate(self.chain.steps[:end]):
-            in_time = time.perf_counter() <= deadline
-            symbolic = symbolic and in_time
+            symbolic = symbolic and time.perf_counter() + symbolic_seconds <= deadline
             out.lower.append(lo)
             out.upper.append(hi)
             out.slack.append(np.broadcast_to(slack, lo.shape))
@@ -284,21 +285,25 @@ class BoundPropagator:
                 magnitude = _vec(w.abs, magnitude) + np.abs(step.b)
                 slack = _vec(w.abs, slack) + w.gamma * magnitude
                 if symbolic:
+                    began = time.perf_counter()
                     Lw, Uw = _left(w.plus, Lw) + _left(w.minus, Uw), _left(w.plus, Uw) + _left(w.minus, Lw)
                     Lc, Uc = (_vec(w.plus, Lc) + _vec(w.minus, Uc) + step.b,
                               _vec(w.plus, Uc) + _vec(w.minus, Lc) + step.b)
                     lo_s, hi_s = self._concretise(Lw, Lc, Uw, Uc, lower, upper)
                     lo_i, hi_i = np.maximum(lo_i, lo_s), np.minimum(hi_i, hi_s)
+                    symbolic_seconds = time.perf_counter() - began
                 lo, hi = lo_i - slack, hi_i + slack
             else:
                 if within is not None:
                     lo, hi = np.maximum(lo, within[0][k]), np.minimum(hi, within[1][k])
                     out.lower[k], out.upper[k] = lo, hi
-                if (self.backsub and in_time and k > tighten_after and out.relaxations and isinstance(step, Activation)
-                        and step.kind == "Relu"):
+                if (self.backsub and k > tighten_after and out.relaxations and isinstance(step, Activation)
+                        and step.kind == "Relu" and time.perf_counter() + tighten_seconds <= deadline):
                     # (before the first nonlinearity the forward symbolic bound is already exact)
+                    began = time.perf_counter()
                     lo, hi = self._tighten_unstable(out, k, lo, hi, slack, row_bound)
                     out.lower[k], out.upper[k] = lo, hi
+                    tighten_seconds = time.perf_counter() - began
                 if k in decisions:
                     active, inactive = decisions[k]
                     lo = np.where(active, np.maximum(lo, 0.0), lo)
