@@ -340,10 +340,12 @@ class Verifier:
 
     def _falsify(self, case: Case, deadline: float, progress: _Progress):
         """Random points then PGD, within a fixed share of the time budget (of the time left, if
-        less), PGD's steps never past the deadline (their minimum took 0.6-1.1 s on oval21's and
-        verivital's conv nets); the first candidate onnxruntime confirms is the answer."""
+        less), PGD's steps none past it (their minimum, sized by a point's measured cost, took
+        0.6-1.1 s on oval21's and verivital's conv nets); the first candidate onnxruntime confirms
+        is the answer."""
         s = self.settings
-        seconds = min(s.attack_share * s.timeout, deadline - time.perf_counter())
+        began = time.perf_counter()
+        seconds = min(s.attack_share * s.timeout, deadline - began)
         if seconds <= 0:
             return None
         budget = seconds / self._point_cost()          # point-evaluations we can afford
@@ -352,7 +354,7 @@ class Verifier:
         progress.extra.update(random_points=points, pgd_restarts=restarts)
         candidates = [attack.random_search(self.chain, case, points, self.rng)] if points else []
         candidates.append(attack.pgd(self.chain, case, self.rng, restarts=restarts, steps=s.attack_steps,
-                                     deadline=deadline))
+                                     deadline=began + seconds))
         for batch in candidates:
             found = self._confirm_any(case, batch, progress)
             if found is not None:
@@ -425,15 +427,17 @@ class Verifier:
         slope_rows = _SlopeRows.of(case)
         per_box = self.settings.split_candidates
         per_call = max(1, self.settings.batch_halves // (2 * (per_box if 0 < per_box < len(free) else max(1, len(free)))))
-        rounds = 0
+        rounds, per_box = 0, 0.0    # the last round's seconds a box: none begins that would end past the deadline
         while stack:
+            began = time.perf_counter()
             rounds += 1
             if rounds % self.settings.local_attack_every == 0:
                 found = self._attack_worst_boxes(case, stack, progress)
                 if found is not None:
                     return Verdict.UNSAFE, found
-            if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
-                return Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None
+            late = time.perf_counter() + per_box * min(len(stack), per_call) > deadline
+            if late or progress.leaves > self.settings.max_leaves:
+                return Verdict.TIMEOUT if late else Verdict.UNKNOWN, None
             batch = stack[-per_call:]
             del stack[-per_call:]
             halves = self._bound_halves(batch, free, root_width, rows, progress)
@@ -473,6 +477,7 @@ class Verifier:
                     stack.append(_OpenBox(lo, hi, chosen[i, half], _layer_bounds(halves.bounds, index), guessed))
                 else:
                     return Verdict.UNSAFE, outcome
+            per_box = (time.perf_counter() - began) / B
         return Verdict.SAFE, None
 
     def _bound_halves(self, batch: list["_OpenBox"], free: np.ndarray, root_width: np.ndarray, rows: _Rows,
@@ -650,6 +655,7 @@ class Verifier:
             split = []
             for i in sorted(np.flatnonzero(~refuted), key=lambda i: -margins[i]):   # the worst popped first
                 if unstable[i] <= self.settings.leaf_relus:
+                    asked = progress.z3_calls
                     outcome = self._z3_leaf(case, bounds, i, case.box.lower, case.box.upper, progress, deadline,
                                             batch[i].decisions)
                     if outcome is True:
@@ -657,8 +663,10 @@ class Verifier:
                     if outcome is not None:
                         return Verdict.UNSAFE, outcome
                     if unstable[i] == 0:
+                        # Z3 not asked (its setup would outlast the deadline): out of time, not undecidable
+                        stopped_by = time.perf_counter() if progress.z3_calls == asked else deadline
                         unclosed = [batch[j] for j in np.flatnonzero(~refuted)]
-                        return _stopped(stack + unclosed, slope_rows, progress, deadline), None
+                        return _stopped(stack + unclosed, slope_rows, progress, stopped_by), None
                 split.append(i)
             branches = self._branches(slope_rows, bounds, signs, domains, solution, values, open_rows, costs, split)
             for i, (k, j) in zip(split, branches):
@@ -757,11 +765,13 @@ class Verifier:
             if found is not None:
                 return Verdict.UNSAFE, found
         stack: list[_Node] = [_Node([], _layer_bounds(root, 0))]
+        last_node = 0.0     # the last node took this long: none begins that would end past the deadline
         while stack:
-            if time.perf_counter() > deadline or progress.leaves > self.settings.max_leaves:
-                return Verdict.TIMEOUT if time.perf_counter() > deadline else Verdict.UNKNOWN, None
-            node = stack.pop()
+            if time.perf_counter() + last_node > deadline or progress.leaves > self.settings.max_leaves:
+                return Verdict.TIMEOUT if time.perf_counter() + last_node > deadline else Verdict.UNKNOWN, None
+            node, began = stack.pop(), time.perf_counter()
             outcome, bounds, branch = self._bound_node(case, rows, node, relaxation, deadline, progress)
+            last_node = time.perf_counter() - began
             if outcome is True:
                 continue
             if outcome is not None:
