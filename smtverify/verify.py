@@ -427,7 +427,9 @@ class Verifier:
         slope_rows = _SlopeRows.of(case)
         per_box = self.settings.split_candidates
         per_call = max(1, self.settings.batch_halves // (2 * (per_box if 0 < per_box < len(free) else max(1, len(free)))))
-        rounds, per_box = 0, 0.0    # the last round's seconds a box: none begins that would end past the deadline
+        # A round takes the boxes whose halves end by the deadline at the last round's seconds a
+        # half: a round of a big net's boxes (hundreds of halves) overran it by seconds.
+        rounds, per_half = 0, 0.0
         while stack:
             began = time.perf_counter()
             rounds += 1
@@ -435,11 +437,12 @@ class Verifier:
                 found = self._attack_worst_boxes(case, stack, progress)
                 if found is not None:
                     return Verdict.UNSAFE, found
-            late = time.perf_counter() + per_box * min(len(stack), per_call) > deadline
+            count = min(per_call, int((deadline - time.perf_counter()) / (per_half * 2 * len(free) + 1e-12)))
+            late = count < 1 or time.perf_counter() > deadline
             if late or progress.leaves > self.settings.max_leaves:
                 return Verdict.TIMEOUT if late else Verdict.UNKNOWN, None
-            batch = stack[-per_call:]
-            del stack[-per_call:]
+            batch = stack[-count:]
+            del stack[-count:]
             halves = self._bound_halves(batch, free, root_width, rows, progress)
             found = self._try_corners(case, halves, progress)
             if found is not None:
@@ -477,7 +480,7 @@ class Verifier:
                     stack.append(_OpenBox(lo, hi, chosen[i, half], _layer_bounds(halves.bounds, index), guessed))
                 else:
                     return Verdict.UNSAFE, outcome
-            per_box = (time.perf_counter() - began) / B
+            per_half = (time.perf_counter() - began) / len(halves.lo)
         return Verdict.SAFE, None
 
     def _bound_halves(self, batch: list["_OpenBox"], free: np.ndarray, root_width: np.ndarray, rows: _Rows,
@@ -765,7 +768,8 @@ class Verifier:
             if found is not None:
                 return Verdict.UNSAFE, found
         stack: list[_Node] = [_Node([], _layer_bounds(root, 0))]
-        last_node = 0.0     # the last node took this long: none begins that would end past the deadline
+        # none begins that would end past the deadline, at the last node's seconds (the root's first)
+        last_node = progress.root_seconds
         while stack:
             if time.perf_counter() + last_node > deadline or progress.leaves > self.settings.max_leaves:
                 return Verdict.TIMEOUT if time.perf_counter() + last_node > deadline else Verdict.UNKNOWN, None
