@@ -215,6 +215,23 @@ def descend_from(chain: Chain, case: Case, starts: np.ndarray, steps: int = 100,
     return _best_first([_unsafe_rows(case, chain, best_x)])
 
 
+# ----- what attacks cost: falsification's budget is counted in points -----------------------------
+def point_seconds(chain: Chain, rng: np.random.Generator) -> float:
+    """Measured seconds for one point's forward and backward pass through the chain (PGD's unit)."""
+    x = rng.uniform(0, 1, (32, chain.n_inputs))
+    start = time.perf_counter()
+    gradient(chain, x, np.ones(chain.n_outputs))
+    return max((time.perf_counter() - start) / 32, 1e-7)
+
+
+def forward_seconds(chain: Chain, rng: np.random.Generator) -> float:
+    """Measured seconds per point of a forward pass in a large batch (as random search runs)."""
+    x = rng.uniform(0, 1, (4096, chain.n_inputs))
+    start = time.perf_counter()
+    chain.forward(x)
+    return max((time.perf_counter() - start) / len(x), 1e-8)
+
+
 # ----- classic attacks on a classifier ---------------------------------------------------------------
 def _classifier_direction(label: int, loss: str) -> Direction:
     """Score: the label's logit minus the best other (< 0: misclassified). Direction: raise the

@@ -322,22 +322,6 @@ class Verifier:
                      self._slope_margins(slope_rows, root, deadline, iterations=5 * iterations)[0])
         return root, margin
 
-    def _point_cost(self) -> float:
-        """Measured seconds for one point's forward and backward pass through the chain."""
-        if self._cost is None:
-            x = self.rng.uniform(0, 1, (32, self.chain.n_inputs))
-            start = time.perf_counter()
-            attack.gradient(self.chain, x, np.ones(self.chain.n_outputs))
-            self._cost = max((time.perf_counter() - start) / 32, 1e-7)
-        return self._cost
-
-    def _forward_cost(self) -> float:
-        """Measured seconds per point of a forward pass in a large batch (as random search runs)."""
-        x = self.rng.uniform(0, 1, (4096, self.chain.n_inputs))
-        start = time.perf_counter()
-        self.chain.forward(x)
-        return max((time.perf_counter() - start) / len(x), 1e-8)
-
     def _falsify(self, case: Case, deadline: float, progress: _Progress):
         """Random points then PGD, within a fixed share of the time budget (of the time left, if
         less), PGD's steps none past it (their minimum, sized by a point's measured cost, took
@@ -348,7 +332,9 @@ class Verifier:
         seconds = min(s.attack_share * s.timeout, deadline - began)
         if seconds <= 0:
             return None
-        budget = seconds / self._point_cost()          # point-evaluations we can afford
+        if self._cost is None:
+            self._cost = attack.point_seconds(self.chain, self.rng)
+        budget = seconds / self._cost          # point-evaluations we can afford
         points = int(np.clip(budget / 4, 64, s.random_points))
         restarts = int(np.clip(budget / (s.attack_steps * max(len(case.unsafe), 1)), 2, s.attack_restarts))
         progress.extra.update(random_points=points, pgd_restarts=restarts)
@@ -367,7 +353,8 @@ class Verifier:
         a sliver (ACAS Xu 1_5/prop_2 and 5_3/prop_2) are found this way in seconds, where PGD's
         random restarts and the boxes closing in on the sliver did not in the whole timeout."""
         s = self.settings
-        points = int(np.clip(s.deep_share * s.timeout / self._forward_cost(), s.deep_seeds, s.deep_random_points))
+        points = int(np.clip(s.deep_share * s.timeout / attack.forward_seconds(self.chain, self.rng), s.deep_seeds,
+                             s.deep_random_points))
         progress.extra["deep_random_points"] = points
         seeds = attack.closest(self.chain, case, points, self.rng, s.deep_seeds)
         return self._confirm_any(case, attack.descend_from(self.chain, case, seeds, deadline=deadline), progress)
