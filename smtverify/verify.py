@@ -8,7 +8,7 @@ counterexample is confirmed by the independent executor before it is reported.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -264,6 +264,8 @@ class Verifier:
         verdict, counterexample, reason = Verdict.SAFE, None, ""
         for number, case in enumerate(prop.cases, 1):
             verdict, counterexample = self._decide_case(case, deadline, progress)
+            if counterexample is not None:        # confirmed against its case alone: case 0 of one
+                counterexample = replace(counterexample, case=number - 1)
             if verdict is not Verdict.SAFE:
                 if progress.proven_share is not None and verdict in (Verdict.TIMEOUT, Verdict.UNKNOWN):
                     reason = (f"input splitting had proven {progress.proven_share:.1%} of the input box of case "
