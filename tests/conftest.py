@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from hypothesis import settings
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "benchmarks"
+
+# Property tests: "ci" (the default) is derandomized and short; "long" hunts for bugs, selected by
+# `pytest --hypothesis-profile=long` or HYPOTHESIS_PROFILE=long.
+settings.register_profile("ci", max_examples=2, derandomize=True, deadline=None, database=None)
+settings.register_profile("long", max_examples=30, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/benchmarks is not beside this clone")
 
