@@ -306,7 +306,7 @@ class Verifier:
         if time.perf_counter() > deadline:        # the root's bounds were cut short: nothing proven
             return Verdict.TIMEOUT, None
         free = int(np.sum(case.box.upper > case.box.lower))
-        if free <= self.settings.input_split_max_dims:
+        if 0 < free <= self.settings.input_split_max_dims:      # a single point: nothing to split but ReLUs
             return self._input_split_with_lp(case, rows, root, deadline, progress)
         if self.slope_optimiser is not None and self.settings.batched_relu_splitting:
             return self._relu_split_refined(case, rows, root, deadline, progress)
