@@ -263,15 +263,19 @@ TEMPLATES = {"gemm": ((3,), _gemm), "conv": ((1, 3, 3), _conv_relu), "batchnorm"
              "maxpool": ((1, 3, 3), _max_pool), "sigmoid": ((3,), _smooth("Sigmoid")), "tanh": ((3,), _smooth("Tanh"))}
 
 
-def random_net(kind: str, seed: int, folder: Path) -> RandomNet:
-    """A network of the template of `kind` (every one ends in a Gemm to 3 outputs), its weights
-    and sizes drawn from `seed`."""
+def random_net(kind: str, seed: int, folder: Path, depth: int = 0) -> RandomNet:
+    """A network of the template of `kind`, then `depth` Gemm and ReLU layers (deeper nets: the
+    refining and LP tightening of later layers), then a Gemm to 3 outputs; its weights and sizes
+    drawn from `seed`."""
     rng = np.random.default_rng(seed)
     shape, body = TEMPLATES[kind]
     if kind in SMOOTH and rng.random() < 0.5:
         shape = (1, 3, 3)
     builder = _Builder(rng, shape)
     body(builder)
+    for _ in range(depth):
+        builder.gemm(int(rng.integers(3, 6)))
+        builder.activation("Relu")
     builder.gemm(3)
     return builder.finish(kind, folder)
 

@@ -115,10 +115,11 @@ class Instance:
         return any(m - r > 1e-3 * s for m, s, r in zip(self.minima, self.spreads, self.root))
 
 
-def make_instance(kind: str, folder, seed: int, free: int, eps: float, conjunction: bool, cases: int = 1) -> Instance:
-    """The net of `kind` drawn from `seed`; `cases` boxes, each with `free` dimensions of
-    half-width eps; the robustness rows (or the conjunction ones)."""
-    net = random_net(kind, seed, folder)
+def make_instance(kind: str, folder, seed: int, free: int, eps: float, conjunction: bool, cases: int = 1,
+                  depth: int = 0) -> Instance:
+    """The net of `kind` drawn from `seed` (`depth` more ReLU layers); `cases` boxes, each with
+    `free` dimensions of half-width eps; the robustness rows (or the conjunction ones)."""
+    net = random_net(kind, seed, folder, depth)
     boxes = [random_box(net, seed + 1 + case, free, eps) for case in range(cases)]
     rows = CONJUNCTION if conjunction else ROBUSTNESS
     network = load_onnx(net.path)
@@ -132,7 +133,7 @@ def make_instance(kind: str, folder, seed: int, free: int, eps: float, conjuncti
         spreads.append(float((net.forward(samples) @ A.T).max(axis=1).max() - minima[-1]))
         root.append(min(_root_bound(network, A, lo, hi) for lo, hi in boxes))
     return Instance(net, network, boxes, rows, minima, spreads, root, lowest,
-                    (kind, "folder", seed, free, eps, conjunction, cases))
+                    (kind, "folder", seed, free, eps, conjunction, cases, depth))
 
 
 def _root_bound(network: Network, A: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
@@ -186,7 +187,8 @@ def instances(kind: str, folder):
     @st.composite
     def instance(draw) -> Instance:
         drawn = make_instance(kind, folder, draw(st.integers(0, 2 ** 20)), draw(st.integers(2, 4)),
-                              draw(st.sampled_from([0.4, 0.7, 1.0])), draw(st.booleans()), draw(st.integers(1, 2)))
+                              draw(st.sampled_from([0.4, 0.7, 1.0])), draw(st.booleans()), draw(st.integers(1, 2)),
+                              draw(st.integers(0, 2)))
         assume(min(drawn.spreads) > 1e-6 and drawn.undecided_at_root())
         return drawn
     return instance()
@@ -308,3 +310,26 @@ def test_a_counterexample_names_the_case_it_is_in(tmp_path):
     result = Verifier(load_onnx(net.path), Settings(timeout=TIMEOUT)).verify(as_property(net, ordered, (A,), [threshold]))
     assert result.verdict is Verdict.UNSAFE and result.counterexample.case == 1
     assert_real_counterexample(net, ordered, (A,), [threshold], result.counterexample)
+
+
+@pytest.mark.parametrize("kind", PIECEWISE_LINEAR)
+def test_a_single_point_is_decided_exactly(kind, tmp_path):
+    """A box of one point, the threshold at the output there (and an ulp either side): the root's
+    bound, widened for rounding, cannot decide it, and input splitting has no dimension to split
+    (it crashed on the empty batch of halves); ReLU splitting and Z3 decide it as exact Z3 does,
+    or say UNKNOWN where exact arithmetic and onnxruntime's float32 disagree."""
+    net = random_net(kind, 3, tmp_path)
+    x = np.random.default_rng(3).uniform(-1, 1, net.n_inputs).astype(np.float32).astype(np.float64)
+    A = ROBUSTNESS[0]
+    value = float((net.forward(x[None]) @ A.T)[0, 0])
+    network = load_onnx(net.path)
+    for threshold in (np.nextafter(value, -np.inf), value, np.nextafter(value, np.inf)):
+        result = Verifier(network, Settings(timeout=TIMEOUT, **QUIET)).verify(as_property(net, [(x, x)], (A,), [threshold]))
+        exactly = z3_violated(net, [(A, threshold)], x, x)
+        if result.verdict is Verdict.UNSAFE:
+            assert_real_counterexample(net, [(x, x)], (A,), [threshold], result.counterexample)
+        elif result.verdict is Verdict.SAFE:
+            assert not exactly
+        else:       # violated in exact arithmetic, not in onnxruntime's float32: neither verdict holds
+            assert result.verdict is Verdict.UNKNOWN and exactly, (result.verdict, result.stats)
+            assert (net.onnxruntime(x[None]).astype(np.float64) @ A.T)[0, 0] > threshold
