@@ -262,9 +262,10 @@ def _chord_and_tangent(kind: str, z, y, lo: float, hi: float, f_lo: float, f_hi:
 # ----- properties ---------------------------------------------------------------------------------
 def unsafe_condition(encoding: Encoding, constraints: Sequence) -> z3.BoolRef:
     """Some OutputConstraint holds: an Or over constraints of the And of their rows A y <= b
-    ('<' on strict rows). No constraint at all means every output is unsafe."""
+    ('<' on strict rows). No constraint at all: nothing is unsafe (vnnlib.Case: unsafe iff any of
+    its constraints holds; a constraint without rows holds everywhere)."""
     if not constraints:
-        return z3.BoolVal(True)
+        return z3.BoolVal(False)
     return z3.Or([z3.And([_row(encoding.outputs, a, c.rhs_exact(i), s) for i, (a, s) in enumerate(zip(c.A, c.strict))])
                   for c in constraints])
 

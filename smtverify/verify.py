@@ -286,6 +286,8 @@ class Verifier:
     # ----- one case ------------------------------------------------------------------------
     def _decide_case(self, case: Case, deadline: float, progress: _Progress):
         progress.proven_share = None
+        if not case.unsafe or any(len(c.b) == 0 for c in case.unsafe):
+            return self._decide_trivial(case, progress)
         found = self._falsify(case, deadline, progress)
         if found is not None:
             return Verdict.UNSAFE, found
@@ -311,6 +313,16 @@ class Verifier:
         if self.slope_optimiser is not None and self.settings.batched_relu_splitting:
             return self._relu_split_refined(case, rows, root, deadline, progress)
         return self._relu_split(case, rows, root, deadline, progress)
+
+    def _decide_trivial(self, case: Case, progress: _Progress):
+        """A case without constraints is never unsafe; one with a constraint without rows is unsafe
+        everywhere in its box (VNN-LIB without output assertions): a float32 point of the box
+        confirms it, or there is none (UNKNOWN). Bounding and splitting have no rows to work on
+        (they crashed on them once falsification was off or found no float32 point)."""
+        if not case.unsafe:
+            return Verdict.SAFE, None
+        found = self._confirm_any(case, ((case.box.lower + case.box.upper) / 2)[None], progress)
+        return (Verdict.UNSAFE, found) if found is not None else (Verdict.UNKNOWN, None)
 
     def _optimised_root(self, case: Case, rows: _Rows, root: ChainBounds, deadline: float) -> tuple[ChainBounds, float]:
         """The root's bounds again with every hidden neuron's slopes optimised, and its margin with

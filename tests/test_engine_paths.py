@@ -333,3 +333,22 @@ def test_a_single_point_is_decided_exactly(kind, tmp_path):
         else:       # violated in exact arithmetic, not in onnxruntime's float32: neither verdict holds
             assert result.verdict is Verdict.UNKNOWN and exactly, (result.verdict, result.stats)
             assert (net.onnxruntime(x[None]).astype(np.float64) @ A.T)[0, 0] > threshold
+
+
+@pytest.mark.parametrize("kind", ["gemm", "maxpool", "sigmoid"])
+def test_a_case_without_rows_or_without_constraints_is_decided_at_once(kind, tmp_path):
+    """A constraint without rows (VNN-LIB with no output assertion) holds everywhere: UNSAFE at any
+    float32 point of the box, UNKNOWN if it holds none; a case without constraints is SAFE. With
+    falsification off, every path crashed on their empty rows."""
+    net = random_net(kind, 1, tmp_path)
+    network = load_onnx(net.path)
+    box = (np.full(net.n_inputs, -0.5), np.full(net.n_inputs, 0.5))
+    no_float32 = (np.full(net.n_inputs, 0.1), np.full(net.n_inputs, 0.1))       # 0.1 is no float32
+    for path in ["default"] + list(PATHS):
+        forced = {} if path == "default" else dict(**QUIET, **PATHS[path])
+        verifier = Verifier(network, Settings(timeout=TIMEOUT, **forced))
+        always = verifier.verify(as_property(net, [box], (np.zeros((0, 3)),), [0.0]))
+        assert always.verdict is Verdict.UNSAFE
+        assert_real_counterexample(net, [box], (np.zeros((0, 3)),), [0.0], always.counterexample)
+        assert verifier.verify(as_property(net, [no_float32], (np.zeros((0, 3)),), [0.0])).verdict is Verdict.UNKNOWN
+        assert verifier.verify(as_property(net, [box], (), [])).verdict is Verdict.SAFE
