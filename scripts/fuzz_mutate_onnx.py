@@ -93,12 +93,17 @@ def random_tensor(name: str, rng: random.Random) -> TensorProto:
     return numpy_helper.from_array(values, name)
 
 
+def node_with_attributes(model: onnx.ModelProto, rng: random.Random) -> onnx.NodeProto | None:
+    """A node that has attributes to edit, or None when the graph has none."""
+    nodes = [n for n in model.graph.node if n.attribute]
+    return rng.choice(nodes) if nodes else None
+
+
 def change_attribute_value(model: onnx.ModelProto, rng: random.Random) -> str | None:
     """Same name and type, an edge-case value (INTS also grow, shrink or lose an element)."""
-    nodes = [n for n in model.graph.node if n.attribute]
-    if not nodes:
+    node = node_with_attributes(model, rng)
+    if node is None:
         return None
-    node = rng.choice(nodes)
     index = rng.randrange(len(node.attribute))
     old = node.attribute[index]
     new = random_attribute(old.name, rng, old.type if old.type != AttributeProto.UNDEFINED else None)
@@ -112,10 +117,9 @@ def change_attribute_value(model: onnx.ModelProto, rng: random.Random) -> str | 
 def nudge_attribute(model: onnx.ModelProto, rng: random.Random) -> str | None:
     """A small, well-typed change (an int or one list entry moved by one, a float negated or
     zeroed): such a model still passes the ONNX checker, so the operators' own checks see it."""
-    nodes = [n for n in model.graph.node if n.attribute]
-    if not nodes:
+    node = node_with_attributes(model, rng)
+    if node is None:
         return None
-    node = rng.choice(nodes)
     attribute = rng.choice(node.attribute)
     if attribute.type == AttributeProto.INT:
         attribute.i = rng.choice([attribute.i - 1, attribute.i + 1, 0, 1, -1])
@@ -129,10 +133,9 @@ def nudge_attribute(model: onnx.ModelProto, rng: random.Random) -> str | None:
 
 
 def change_attribute_type(model: onnx.ModelProto, rng: random.Random) -> str | None:
-    nodes = [n for n in model.graph.node if n.attribute]
-    if not nodes:
+    node = node_with_attributes(model, rng)
+    if node is None:
         return None
-    node = rng.choice(nodes)
     index = rng.randrange(len(node.attribute))
     name = node.attribute[index].name
     node.attribute[index].CopyFrom(random_attribute(name, rng))
