@@ -19,9 +19,11 @@ import numpy as np
 from .pwl import Affine, Chain
 from .vnnlib import OutputConstraint
 
-# Each unsafe row A_i y <= b_i asked again as A_i y <= b_i - DEEPER * max(1, |b_i|): well above the
-# float32 rounding of small nets' outputs, well below any violation worth a counterexample.
-DEEPER = 2.0 ** -14
+# Each unsafe row A_i y <= b_i asked again as A_i y <= b_i - d * max(1, |b_i|), for each d in turn
+# until a model is confirmed or none is found: above the float32 rounding of small nets' outputs,
+# the first well below most violations; the second for regions shallower than that (a BatchNorm
+# net's, 1.3e-4 deep below a threshold of -2.35, ended UNKNOWN with the first alone).
+DEEPER = (2.0 ** -14, 2.0 ** -20)
 # Z3 does not always poll its own timeout in arithmetic: a watchdog interrupts it this long after.
 WATCHDOG_GRACE = 0.5
 # A chain's first leaf, before any is measured: encoding it and asserting it took 2.6-4.7 times the
@@ -77,12 +79,16 @@ class LeafSolver:
         outcome = LeafOutcome(status, calls=int(status != "skipped"))
         if status == "sat":
             outcome.counterexample = confirm(model)
-        again = time.perf_counter()
-        if status == "sat" and outcome.counterexample is None and deadline - again > self.setup_seconds + 0.05:
-            status, model = self._decide(encoding, _deeper(constraints), decisions, deadline, again)
-            outcome.calls += status != "skipped"              # the model was on the region's boundary
+        for depth in DEEPER:            # the model was on the region's boundary: ask for one inside it
+            again = time.perf_counter()
+            if outcome.status != "sat" or outcome.counterexample is not None or deadline - again <= self.setup_seconds + 0.05:
+                break
+            status, model = self._decide(encoding, _deeper(constraints, depth), decisions, deadline, again)
+            outcome.calls += status != "skipped"
             if status == "sat":
                 outcome.counterexample = confirm(model)
+            elif status != "unsat":      # Z3 gave up or no time was left (unsat: a shallower one may be)
+                break
         return outcome
 
     def _decide(self, encoding, constraints: Sequence[OutputConstraint], decisions: Sequence[tuple[int, int, bool]],
@@ -108,10 +114,10 @@ class LeafSolver:
             watchdog.cancel()
 
 
-def _deeper(constraints: Sequence[OutputConstraint]) -> list[OutputConstraint]:
-    """The constraints with every right-hand side lowered by DEEPER (relative, at least absolute)."""
+def _deeper(constraints: Sequence[OutputConstraint], depth: float) -> list[OutputConstraint]:
+    """The constraints with every right-hand side lowered by `depth` (relative, at least absolute)."""
     deeper = []
     for c in constraints:
-        exact = [c.rhs_exact(i) - Fraction(DEEPER) * max(1, abs(c.rhs_exact(i))) for i in range(len(c.b))]
+        exact = [c.rhs_exact(i) - Fraction(depth) * max(1, abs(c.rhs_exact(i))) for i in range(len(c.b))]
         deeper.append(OutputConstraint(c.A, np.array([float(v) for v in exact]), c.strict, tuple(exact)))
     return deeper

@@ -352,3 +352,15 @@ def test_a_case_without_rows_or_without_constraints_is_decided_at_once(kind, tmp
         assert_real_counterexample(net, [box], (np.zeros((0, 3)),), [0.0], always.counterexample)
         assert verifier.verify(as_property(net, [no_float32], (np.zeros((0, 3)),), [0.0])).verdict is Verdict.UNKNOWN
         assert verifier.verify(as_property(net, [box], (), [])).verdict is Verdict.SAFE
+
+
+def test_a_shallow_unsafe_region_is_found_by_z3_leaves(tmp_path):
+    """Found by the long profile: a region 1.3e-4 deep below a threshold of -2.35, whose Z3 model
+    lay on its boundary (float32 rounding left it) and with no model 2^-14 of the threshold
+    inside it; the verdict was UNKNOWN. Z3 is now asked for a shallower one too."""
+    instance = make_instance("batchnorm", tmp_path, 2, 2, 1.0, False, 2, 2)
+    thresholds = instance.unsafe_thresholds(0)
+    for path in ("relu_per_node", "z3_relu_leaves", "z3_input_leaves"):
+        result = decide(instance, thresholds, **QUIET, **PATHS[path])
+        assert result.verdict is Verdict.UNSAFE, (path, result.stats)
+        check_verdict(instance, thresholds, result, path)
