@@ -1,7 +1,7 @@
 """Independent methods to check the engine's verdicts by, on the reference of a RandomNet
 (tests/random_nets.py): nothing here uses smtverify's bounds, encodings, attacks or executors.
 
-- exact_minimum: min over a box of max_i A_i . net(x), for piecewise-linear nets (ReLU, MaxPool),
+- exact_minimum: min over a box of max_i (A_i . net(x) - o_i), for piecewise-linear nets (ReLU, MaxPool),
   by enumerating activation patterns depth-first (a ReLU's phase, a pooling window's winner), each
   prefix kept only if an LP finds it feasible, and an LP per complete pattern (scipy's HiGHS);
 - z3_violated: whether some x in the box meets the rows, exactly in rationals (If-terms);
@@ -44,8 +44,11 @@ def _range(M: np.ndarray, c: np.ndarray, lower: np.ndarray, upper: np.ndarray) -
             np.maximum(M, 0) @ upper + np.minimum(M, 0) @ lower + c)
 
 
-def exact_minimum(net: RandomNet, A: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[float, np.ndarray]:
-    """min over the box of max_i A_i . net(x), and an x attaining it (up to HiGHS's tolerances)."""
+def exact_minimum(net: RandomNet, A: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                  offsets: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """min over the box of max_i (A_i . net(x) - offsets_i), and an x attaining it (up to HiGHS's
+    tolerances)."""
+    offsets = np.zeros(len(A)) if offsets is None else offsets
     n = net.n_inputs
     bounds = list(zip(lower.tolist(), upper.tolist()))
     best = (np.inf, None)
@@ -55,7 +58,7 @@ def exact_minimum(net: RandomNet, A: np.ndarray, lower: np.ndarray, upper: np.nd
         # min t over (x, t): A_i (M x + c) <= t
         rows = np.hstack([A @ region.M, -np.ones((len(A), 1))])
         G = np.vstack([rows, np.hstack([region.G, np.zeros((len(region.G), 1))])])
-        h = np.concatenate([-(A @ region.c), region.h])
+        h = np.concatenate([offsets - A @ region.c, region.h])
         found = linprog(np.append(np.zeros(n), 1.0), A_ub=G, b_ub=h, bounds=bounds + [(None, None)], method="highs")
         if found.status == 0 and found.fun < best[0]:
             best = (float(found.fun), found.x[:n])
@@ -110,10 +113,10 @@ def _pool_branches(region: _Region, step, j: int) -> list[_Region]:
     return branches
 
 
-def z3_violated(net: RandomNet, constraints: list[tuple[np.ndarray, float]], lower: np.ndarray,
+def z3_violated(net: RandomNet, constraints: list[tuple[np.ndarray, np.ndarray | float]], lower: np.ndarray,
                 upper: np.ndarray, timeout_s: float = 60.0) -> bool | None:
     """Exactly (rationals, If-terms): is there x in the box meeting every row of some constraint
-    (A, beta): A y <= beta? None if Z3 gives up."""
+    (A, b): A y <= b (b one number for all rows, or one per row)? None if Z3 gives up."""
     xs = [z3.Real(f"x{i}") for i in range(net.n_inputs)]
     solver = z3.Solver()
     solver.set("timeout", int(timeout_s * 1000))
@@ -131,8 +134,8 @@ def z3_violated(net: RandomNet, constraints: list[tuple[np.ndarray, float]], low
             raise ValueError(f"{stage.kind} is not piecewise linear")
     outputs = [z3.Real(f"y{j}") for j in range(len(values))]
     solver.add(*[y == v for y, v in zip(outputs, values)])
-    solver.add(z3.Or([z3.And([z3.Sum([Fraction(float(a)) * y for a, y in zip(row, outputs) if a != 0]) <= Fraction(beta)
-                              for row in A]) for A, beta in constraints]))
+    solver.add(z3.Or([z3.And([z3.Sum([Fraction(float(a)) * y for a, y in zip(row, outputs) if a != 0]) <= Fraction(float(rhs))
+                              for row, rhs in zip(A, np.broadcast_to(b, len(A)))]) for A, b in constraints]))
     answer = solver.check()
     return None if answer == z3.unknown else answer == z3.sat
 
@@ -145,16 +148,18 @@ def _z3_max(terms: list):
 
 
 def sampled_minimum(net: RandomNet, A: np.ndarray, lower: np.ndarray, upper: np.ndarray, seed: int,
-                    samples: int = 20000, descents: int = 8) -> tuple[float, np.ndarray]:
-    """min of max_i A_i . net(x) over uniform samples, the box's corners and centre, then local
-    descent (L-BFGS-B, numerical gradients) from the best samples: an upper bound of the minimum."""
+                    samples: int = 20000, descents: int = 8, offsets: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """min of max_i (A_i . net(x) - offsets_i) over uniform samples, the box's corners and centre,
+    then local descent (L-BFGS-B, numerical gradients) from the best samples: an upper bound of
+    the minimum."""
+    offsets = np.zeros(len(A)) if offsets is None else offsets
     rng = np.random.default_rng(seed)
     free = np.flatnonzero(upper > lower)
     corners = np.repeat(((lower + upper) / 2)[None], 2 ** len(free) + 1, axis=0)
     bits = (np.arange(2 ** len(free))[:, None] >> np.arange(len(free))) & 1
     corners[1:, free] = np.where(bits == 1, upper[free], lower[free])
     x = np.vstack([corners, rng.uniform(lower, upper, (samples, len(lower)))])
-    scores = (net.forward(x) @ A.T).max(axis=1)
+    scores = (net.forward(x) @ A.T - offsets).max(axis=1)
     order = np.argsort(scores)
     best_x, best = x[order[0]], float(scores[order[0]])
 
@@ -164,7 +169,7 @@ def sampled_minimum(net: RandomNet, A: np.ndarray, lower: np.ndarray, upper: np.
         return point
 
     def objective(z: np.ndarray, start: np.ndarray) -> float:
-        return float((net.forward(at(z, start)[None]) @ A.T).max())
+        return float((net.forward(at(z, start)[None]) @ A.T - offsets).max())
 
     for start in x[order[:descents]]:
         found = minimize(objective, start[free], args=(start,), method="L-BFGS-B", bounds=list(zip(lower[free], upper[free])))

@@ -292,16 +292,44 @@ def random_box(net: RandomNet, seed: int, free: int, eps: float) -> tuple[np.nda
     return (centre - radius).astype(np.float64), (centre + radius).astype(np.float64)
 
 
-# Unsafe conditions over 3 outputs: each a conjunction of rows A y <= beta (one beta per constraint).
-ROBUSTNESS = (np.array([[1.0, -1.0, 0.0]]), np.array([[1.0, 0.0, -1.0]]))       # y0 is not above y1, or y2
+@dataclass
+class Condition:
+    """One constraint of an unsafe condition over 3 outputs: rows A y <= beta + offsets, for a
+    threshold beta chosen per property; `strict` rows are '<'."""
+
+    A: np.ndarray
+    offsets: np.ndarray
+    strict: np.ndarray
+
+    def holds_exactly(self, y: np.ndarray, beta: float) -> bool:
+        """On one output, in rationals."""
+        values = [sum(Fraction(float(a)) * Fraction(float(v)) for a, v in zip(row, y)) for row in self.A]
+        bounds = [Fraction(float(beta + o)) for o in self.offsets]
+        return all(v < b if s else v <= b for v, b, s in zip(values, bounds, self.strict))
+
+
+# Rows over 3 outputs: robustness (y0 is not above y1, or not above y2), or a conjunction.
+ROBUSTNESS = (np.array([[1.0, -1.0, 0.0]]), np.array([[1.0, 0.0, -1.0]]))
 CONJUNCTION = (np.array([[0.0, 1.0, -1.0], [1.0, 0.0, -1.0]]), np.array([[-1.0, 1.0, 0.0]]))
 
 
-def as_property(net: RandomNet, boxes: list[tuple[np.ndarray, np.ndarray]], rows: tuple[np.ndarray, ...],
+def conditions(conjunction: bool, seed: int) -> tuple[Condition, ...]:
+    """The robustness rows (or the conjunction ones, their second row's offset drawn from seed),
+    some rows strict."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for A in CONJUNCTION if conjunction else ROBUSTNESS:
+        offsets = np.zeros(len(A))
+        offsets[1:] = np.round(rng.uniform(-0.25, 0.25, len(A) - 1), 3)
+        chosen.append(Condition(A, offsets, rng.random(len(A)) < 0.3))
+    return tuple(chosen)
+
+
+def as_property(net: RandomNet, boxes: list[tuple[np.ndarray, np.ndarray]], conditions: tuple[Condition, ...],
                 thresholds: list[float]) -> Property:
-    """The property "no x in any of the boxes meets some rows[c] y <= thresholds[c]" (one case a
+    """The property "no x in any of the boxes meets some condition at its threshold" (one case a
     box), as smtverify reads one."""
-    constraints = tuple(OutputConstraint(A, np.full(len(A), t), np.zeros(len(A), bool)) for A, t in zip(rows, thresholds))
+    constraints = tuple(OutputConstraint(c.A, t + c.offsets, c.strict) for c, t in zip(conditions, thresholds))
     cases = tuple(Case(InputBox(lo, hi, tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi)),
                        constraints) for lo, hi in boxes)
     return Property(str(net.path), net.n_inputs, net.n_outputs, cases)

@@ -8,9 +8,9 @@ batched ReLU splitting, with the root refined at once; per-node (LP) ReLU splitt
 ReLU splitting and of input splitting. Where a path does not apply to a kind (batched splitting
 needs affine and ReLU steps only, the LP exact affine steps too) the stats must show the engine's
 fallback. Properties: one or two cases (boxes), and a disjunction of constraints (single rows, or
-a conjunction of two) whose thresholds sit just past the exact minimum (UNSAFE, a small violating
-region) or just short of it (SAFE, below back-substitution's root bound: bounds alone do not
-prove it). Checks:
+a conjunction of two with right-hand sides apart; some rows strict) whose thresholds sit just past
+the exact minimum (UNSAFE, a small violating region) or just short of it (SAFE, below
+back-substitution's root bound: bounds alone do not prove it). Checks:
 - UNSAFE: the counterexample lies in its case's box exactly, and onnxruntime's output on it
   meets the condition exactly (rationals);
 - SAFE: for piecewise-linear nets, the exact minimum (activation patterns enumerated, an LP each)
@@ -41,7 +41,8 @@ from smtverify.vnnlib import Property
 from smtverify.verify import Settings, Verifier
 from tests.conftest import make_model, save
 from tests.oracles import exact_minimum, sampled_minimum, z3_violated
-from tests.random_nets import CONJUNCTION, KINDS, PIECEWISE_LINEAR, ROBUSTNESS, RandomNet, as_property, random_box, random_net
+from tests.random_nets import (KINDS, PIECEWISE_LINEAR, ROBUSTNESS, Condition, RandomNet, as_property, conditions,
+                               random_box, random_net)
 from tests.test_slopes import row_property
 
 TIMEOUT = 30.0
@@ -64,6 +65,7 @@ PATHS = {
 SLOW_DRAWS = settings(suppress_health_check=[HealthCheck.too_slow])
 UNSAFE_GAP = 0.02       # UNSAFE thresholds: this share of the output's spread past the minimum
 SAFE_GAP = 0.05         # SAFE ones at most this far short of it (and half way to the root's bound)
+FIRST_ROW = Condition(ROBUSTNESS[0], np.zeros(1), np.zeros(1, bool))      # y0 <= y1 + threshold
 
 
 @dataclass
@@ -76,7 +78,7 @@ class Instance:
     net: RandomNet
     network: Network
     boxes: list[tuple[np.ndarray, np.ndarray]]
-    rows: tuple[np.ndarray, ...]
+    conditions: tuple[Condition, ...]
     minima: list[float]
     spreads: list[float]
     root: list[float]
@@ -89,14 +91,14 @@ class Instance:
         return f"make_instance{self.drawn}"
 
     def prop(self, thresholds: list[float], boxes: list | None = None) -> Property:
-        return as_property(self.net, self.boxes if boxes is None else boxes, self.rows, thresholds)
+        return as_property(self.net, self.boxes if boxes is None else boxes, self.conditions, thresholds)
 
     def resampled_minima(self) -> list[float]:
         """Per constraint, the minimum found by fresh sampling and descent (another seed than the
         instance's own), computed once."""
         if not self.checked:
-            self.checked = [min(sampled_minimum(self.net, A, lo, hi, seed=7, samples=50000)[0] for lo, hi in self.boxes)
-                            for A in self.rows]
+            self.checked = [min(sampled_minimum(self.net, c.A, lo, hi, seed=7, samples=50000, offsets=c.offsets)[0]
+                                for lo, hi in self.boxes) for c in self.conditions]
         return self.checked
 
     def safe_thresholds(self) -> list[float]:
@@ -118,31 +120,32 @@ class Instance:
 def make_instance(kind: str, folder, seed: int, free: int, eps: float, conjunction: bool, cases: int = 1,
                   depth: int = 0) -> Instance:
     """The net of `kind` drawn from `seed` (`depth` more ReLU layers); `cases` boxes, each with
-    `free` dimensions of half-width eps; the robustness rows (or the conjunction ones)."""
+    `free` dimensions of half-width eps; the robustness rows (or the conjunction ones: see conditions)."""
     net = random_net(kind, seed, folder, depth)
     boxes = [random_box(net, seed + 1 + case, free, eps) for case in range(cases)]
-    rows = CONJUNCTION if conjunction else ROBUSTNESS
+    chosen = conditions(conjunction, seed)
     network = load_onnx(net.path)
     minima, spreads, root, lowest = [], [], [], []
-    for A in rows:
-        minimum = [exact_minimum(net, A, lo, hi)[0] if net.piecewise_linear else sampled_minimum(net, A, lo, hi, seed)[0]
-                   for lo, hi in boxes]
+    for c in chosen:
+        minimum = [exact_minimum(net, c.A, lo, hi, c.offsets)[0] if net.piecewise_linear
+                   else sampled_minimum(net, c.A, lo, hi, seed, offsets=c.offsets)[0] for lo, hi in boxes]
         samples = np.vstack([np.random.default_rng(seed).uniform(lo, hi, (4000, len(lo))) for lo, hi in boxes])
         lowest.append(int(np.argmin(minimum)))
         minima.append(min(minimum))
-        spreads.append(float((net.forward(samples) @ A.T).max(axis=1).max() - minima[-1]))
-        root.append(min(_root_bound(network, A, lo, hi) for lo, hi in boxes))
-    return Instance(net, network, boxes, rows, minima, spreads, root, lowest,
+        spreads.append(float((net.forward(samples) @ c.A.T - c.offsets).max(axis=1).max() - minima[-1]))
+        root.append(min(_root_bound(network, c, lo, hi) for lo, hi in boxes))
+    return Instance(net, network, boxes, chosen, minima, spreads, root, lowest,
                     (kind, "folder", seed, free, eps, conjunction, cases, depth))
 
 
-def _root_bound(network: Network, A: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
-    """Back-substitution's lower bound at the root of the constraint's worst row, as the engine
+def _root_bound(network: Network, condition: Condition, lower: np.ndarray, upper: np.ndarray) -> float:
+    """Back-substitution's lower bound at the root of the condition's worst row, as the engine
     takes it: the best of its rows and of their sum (the precondition, not a check of a verdict)."""
+    A, offsets = condition.A, condition.offsets
     propagator = BoundPropagator(to_chain(network))
     combined = np.vstack([A, A.sum(axis=0)])
     bounds = propagator.lower_bound_rows(propagator.forward(lower[None], upper[None]), combined)[0]
-    return float(max(bounds[:-1].max(), bounds[-1] / len(A)))
+    return float(max((bounds[:-1] - offsets).max(), (bounds[-1] - offsets.sum()) / len(A)))
 
 
 # ----- checking a verdict --------------------------------------------------------------------------
@@ -152,7 +155,7 @@ def check_verdict(instance: Instance, thresholds: list[float], result: Result, p
     property's cases, where not the instance's (falsification's, on the violated one alone)."""
     violated = [m <= t for m, t in zip(instance.minima, thresholds)]
     if result.verdict is Verdict.UNSAFE:
-        assert_real_counterexample(instance.net, instance.boxes if boxes is None else boxes, instance.rows,
+        assert_real_counterexample(instance.net, instance.boxes if boxes is None else boxes, instance.conditions,
                                    thresholds, result.counterexample)
         assert any(violated) or not instance.net.piecewise_linear, f"{path}: confirmed where the exact minimum is safe"
     elif result.verdict is Verdict.SAFE:
@@ -162,17 +165,16 @@ def check_verdict(instance: Instance, thresholds: list[float], result: Result, p
         assert not instance.net.piecewise_linear, f"{path}: {result.verdict} on a tiny piecewise-linear net {result.stats}"
 
 
-def assert_real_counterexample(net: RandomNet, boxes: list, rows: tuple[np.ndarray, ...], thresholds: list[float],
-                               counterexample) -> None:
+def assert_real_counterexample(net: RandomNet, boxes: list, conditions: tuple[Condition, ...],
+                               thresholds: list[float], counterexample) -> None:
     """Inside its case's box exactly, and onnxruntime's output meets some constraint exactly."""
     x = counterexample.input.reshape(-1)
     assert x.dtype == np.float32
     lower, upper = boxes[counterexample.case]
     for value, lo, hi in zip(x.tolist(), lower.tolist(), upper.tolist()):
         assert Fraction(lo) <= Fraction(value) <= Fraction(hi), f"outside case {counterexample.case}'s box"
-    y = [Fraction(float(v)) for v in net.onnxruntime(x[None])[0]]
-    assert any(all(sum(Fraction(float(a)) * v for a, v in zip(row, y)) <= Fraction(t) for row in A)
-               for A, t in zip(rows, thresholds)), "onnxruntime does not confirm the counterexample"
+    y = net.onnxruntime(x[None])[0]
+    assert any(c.holds_exactly(y, t) for c, t in zip(conditions, thresholds)), "onnxruntime does not confirm it"
 
 
 def assert_no_violation_found(instance: Instance, thresholds: list[float]) -> None:
@@ -201,8 +203,8 @@ def decide(instance: Instance, thresholds: list[float], boxes: list | None = Non
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_path_decides_every_step_kind_correctly(kind, tmp_path):
     """Per instance: falsification alone on an easy UNSAFE property (its case's box alone: the
-    other case's would be bounded first); then every path, falsification off, on a SAFE and an
-    UNSAFE property, each leaving its trace in the stats."""
+    other case's would be bounded first); then the default settings, and every path with
+    falsification off, on a SAFE and an UNSAFE property, each path leaving its trace in the stats."""
     @SLOW_DRAWS
     @given(instance=instances(kind, tmp_path), violated=st.integers(0, 1))
     def check(instance: Instance, violated: int) -> None:
@@ -212,11 +214,12 @@ def test_every_path_decides_every_step_kind_correctly(kind, tmp_path):
         assert result.verdict is Verdict.UNSAFE and result.stats["boxes_bounded"] == 0, ("falsification", result.stats)
         check_verdict(instance, thresholds, result, boxes=[box])
         chain = to_chain(instance.network)
-        for path, forced in PATHS.items():
+        for path, forced in [("default", {})] + [(path, QUIET | forced) for path, forced in PATHS.items()]:
             for safe, thresholds in ((True, instance.safe_thresholds()), (False, instance.unsafe_thresholds(violated))):
-                result = decide(instance, thresholds, **QUIET, **forced)
+                result = decide(instance, thresholds, **forced)
                 check_verdict(instance, thresholds, result, path)
-                assert_path_ran(path, instance, chain, result.stats, safe)
+                if path != "default":
+                    assert_path_ran(path, instance, chain, result.stats, safe)
     check()
 
 
@@ -257,13 +260,13 @@ def test_the_exact_methods_agree_with_each_other_and_with_sampling(kind, tmp_pat
     for seed in range(3):
         net = random_net(kind, seed, tmp_path)
         lower, upper = random_box(net, seed, 3, 0.4)
-        for A in ROBUSTNESS + CONJUNCTION:
-            minimum, x = exact_minimum(net, A, lower, upper)
+        for c in conditions(False, seed) + conditions(True, seed):
+            minimum, x = exact_minimum(net, c.A, lower, upper, c.offsets)
             assert np.all((x >= lower - 1e-9) & (x <= upper + 1e-9))
-            assert (net.forward(x[None]) @ A.T).max() == pytest.approx(minimum, abs=1e-6)
-            assert sampled_minimum(net, A, lower, upper, seed)[0] >= minimum - 1e-6
-            assert z3_violated(net, [(A, minimum + 1e-4)], lower, upper)
-            assert not z3_violated(net, [(A, minimum - 1e-4)], lower, upper)
+            assert (net.forward(x[None]) @ c.A.T - c.offsets).max() == pytest.approx(minimum, abs=1e-6)
+            assert sampled_minimum(net, c.A, lower, upper, seed, offsets=c.offsets)[0] >= minimum - 1e-6
+            assert z3_violated(net, [(c.A, minimum + c.offsets + 1e-4)], lower, upper)
+            assert not z3_violated(net, [(c.A, minimum + c.offsets - 1e-4)], lower, upper)
 
 
 def wide_net(folder, sizes: list[int]) -> Network:
@@ -301,15 +304,15 @@ def test_a_counterexample_names_the_case_it_is_in(tmp_path):
     """Two cases, only the second unsafe: the counterexample is confirmed against that case alone,
     and was reported as case 0 (of one) before."""
     net = random_net("gemm", 0, tmp_path)
-    A = ROBUSTNESS[0]
     boxes = [random_box(net, seed, 3, 0.5) for seed in (1, 2)]
-    minima = [exact_minimum(net, A, lo, hi)[0] for lo, hi in boxes]
+    minima = [exact_minimum(net, FIRST_ROW.A, lo, hi)[0] for lo, hi in boxes]
     assert abs(minima[0] - minima[1]) > 0.02
     ordered = [boxes[i] for i in np.argsort(minima)[::-1]]      # the safe case first
     threshold = float(np.mean(minima))
-    result = Verifier(load_onnx(net.path), Settings(timeout=TIMEOUT)).verify(as_property(net, ordered, (A,), [threshold]))
+    prop = as_property(net, ordered, (FIRST_ROW,), [threshold])
+    result = Verifier(load_onnx(net.path), Settings(timeout=TIMEOUT)).verify(prop)
     assert result.verdict is Verdict.UNSAFE and result.counterexample.case == 1
-    assert_real_counterexample(net, ordered, (A,), [threshold], result.counterexample)
+    assert_real_counterexample(net, ordered, (FIRST_ROW,), [threshold], result.counterexample)
 
 
 @pytest.mark.parametrize("kind", PIECEWISE_LINEAR)
@@ -320,14 +323,14 @@ def test_a_single_point_is_decided_exactly(kind, tmp_path):
     or say UNKNOWN where exact arithmetic and onnxruntime's float32 disagree."""
     net = random_net(kind, 3, tmp_path)
     x = np.random.default_rng(3).uniform(-1, 1, net.n_inputs).astype(np.float32).astype(np.float64)
-    A = ROBUSTNESS[0]
+    A = FIRST_ROW.A
     value = float((net.forward(x[None]) @ A.T)[0, 0])
     network = load_onnx(net.path)
     for threshold in (np.nextafter(value, -np.inf), value, np.nextafter(value, np.inf)):
-        result = Verifier(network, Settings(timeout=TIMEOUT, **QUIET)).verify(as_property(net, [(x, x)], (A,), [threshold]))
+        result = Verifier(network, Settings(timeout=TIMEOUT, **QUIET)).verify(as_property(net, [(x, x)], (FIRST_ROW,), [threshold]))
         exactly = z3_violated(net, [(A, threshold)], x, x)
         if result.verdict is Verdict.UNSAFE:
-            assert_real_counterexample(net, [(x, x)], (A,), [threshold], result.counterexample)
+            assert_real_counterexample(net, [(x, x)], (FIRST_ROW,), [threshold], result.counterexample)
         elif result.verdict is Verdict.SAFE:
             assert not exactly
         else:       # violated in exact arithmetic, not in onnxruntime's float32: neither verdict holds
@@ -344,13 +347,14 @@ def test_a_case_without_rows_or_without_constraints_is_decided_at_once(kind, tmp
     network = load_onnx(net.path)
     box = (np.full(net.n_inputs, -0.5), np.full(net.n_inputs, 0.5))
     no_float32 = (np.full(net.n_inputs, 0.1), np.full(net.n_inputs, 0.1))       # 0.1 is no float32
+    no_rows = (Condition(np.zeros((0, 3)), np.zeros(0), np.zeros(0, bool)),)
     for path in ["default"] + list(PATHS):
         forced = {} if path == "default" else dict(**QUIET, **PATHS[path])
         verifier = Verifier(network, Settings(timeout=TIMEOUT, **forced))
-        always = verifier.verify(as_property(net, [box], (np.zeros((0, 3)),), [0.0]))
+        always = verifier.verify(as_property(net, [box], no_rows, [0.0]))
         assert always.verdict is Verdict.UNSAFE
-        assert_real_counterexample(net, [box], (np.zeros((0, 3)),), [0.0], always.counterexample)
-        assert verifier.verify(as_property(net, [no_float32], (np.zeros((0, 3)),), [0.0])).verdict is Verdict.UNKNOWN
+        assert_real_counterexample(net, [box], no_rows, [0.0], always.counterexample)
+        assert verifier.verify(as_property(net, [no_float32], no_rows, [0.0])).verdict is Verdict.UNKNOWN
         assert verifier.verify(as_property(net, [box], (), [])).verdict is Verdict.SAFE
 
 
