@@ -774,15 +774,15 @@ class Verifier:
         while stack:
             if time.perf_counter() + last_node > deadline or progress.leaves > self.settings.max_leaves:
                 return Verdict.TIMEOUT if time.perf_counter() + last_node > deadline else Verdict.UNKNOWN, None
-            node, began = stack.pop(), time.perf_counter()
+            node, began, asked = stack.pop(), time.perf_counter(), progress.z3_calls
             outcome, bounds, branch = self._bound_node(case, rows, node, relaxation, deadline, progress)
             last_node = time.perf_counter() - began
             if outcome is True:
                 continue
             if outcome is not None:
                 return Verdict.UNSAFE, outcome
-            if branch is None:               # undecided and nothing left to split
-                return _undecided(deadline), None
+            if branch is None:      # nothing left to split, and Z3 undecided or (for want of time) not asked
+                return Verdict.TIMEOUT if progress.z3_calls == asked else _undecided(deadline), None
             k, j = branch
             layers = _layer_bounds(bounds, 0)
             stack.append(_Node(node.decisions + [(k, j, False)], layers))
