@@ -18,7 +18,11 @@ SHARED = ROOT.parent / "shared" / "benchmarks"
 # `pytest --hypothesis-profile=long` or HYPOTHESIS_PROFILE=long.
 settings.register_profile("ci", max_examples=2, derandomize=True, deadline=None, database=None)
 settings.register_profile("long", max_examples=30, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The profile asked for on the command line, else in the environment, else "ci"."""
+    settings.load_profile(config.getoption("--hypothesis-profile") or os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/benchmarks is not beside this clone")
 
