@@ -143,6 +143,12 @@ def summarise(name: str, verdicts: list[str], seconds: list[float], expected: li
             "overran": sum(s > t + OVERRUN_SLACK_S for s, t in zip(seconds, timeouts))}
 
 
+def counts(outcome) -> dict:
+    """The engine's counters (boxes, domains, leaves, ...) to compare two runs at fixed seeds."""
+    stats = outcome.result.stats if outcome.result else {}
+    return {key: value for key, value in stats.items() if isinstance(value, (int, float, str))}
+
+
 def run_suite(suite: str, args: argparse.Namespace, size: int | None, folder: Path) -> tuple[list, list[dict]]:
     """One suite: (its instances, the summary tables of smtverify and, if asked, Marabou)."""
     everything = read_instances(SHARED / suite / "instances.csv")
@@ -168,7 +174,8 @@ def run_suite(suite: str, args: argparse.Namespace, size: int | None, folder: Pa
                         unconfirmed)]
     tables[0]["of"] = len(everything)
     rows = [{"onnx": i.onnx.name, "vnnlib": i.vnnlib.name, "expected": i.expected, "smtverify": o.verdict,
-             "smtverify_s": round(o.seconds, 3), "detail": o.detail} for i, o in zip(instances, ours)]
+             "smtverify_s": round(o.seconds, 3), "detail": o.detail, "stats": counts(o)}
+            for i, o in zip(instances, ours)]
     if marabou is not None:
         theirs = marabou.result()
         for row, (v, sec) in zip(rows, theirs):
