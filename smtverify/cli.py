@@ -347,7 +347,7 @@ def _certify(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from .export import ExampleWriter
     from .inputs import read_input
-    from .layers import HiddenSettings
+    from .hidden_search import HiddenSettings
     from .onnx_import import load_onnx
     from .search import SearchSettings, dlv_search
 

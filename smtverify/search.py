@@ -31,7 +31,7 @@ from .budget import Deadline
 from .errors import SmtVerifyError
 from .features import HEURISTICS, select_features
 from .grid import Example, GridReport, search_grid
-from .layers import HiddenLayerSearch, HiddenReport, HiddenSettings
+from .hidden_search import HiddenLayerSearch, HiddenReport, HiddenSettings
 from .lifting import LiftReport, lift
 from .manipulations import (BrightnessManipulation, ContrastManipulation, Domain, Manipulation,
                             PixelManipulation)
@@ -64,7 +64,7 @@ class SearchSettings:
     lift: bool = False                 # prove the continuous region of each safe grid (lifting.py)
     lift_timeout: float = 30.0         # seconds for lifting, over all grids (within the timeout's time left)
     lift_cells: int = 64               # at most this many cells per grid when its hull is not proven
-    layer: str | None = None           # search at this hidden layer (layers.py); one round, pixel family
+    layer: str | None = None           # search at this hidden layer (hidden_search.py); one round, pixel family
     hidden: HiddenSettings | None = None   # its knobs (default: HiddenSettings(layer))
 
     def check(self, network: Network) -> None:

@@ -10,7 +10,7 @@ import pytest
 from smtverify import SmtVerifyError, load_onnx, resources
 from smtverify.cli import main
 from smtverify.features import select_features
-from smtverify.layers import HiddenSettings
+from smtverify.hidden_search import HiddenSettings
 from smtverify.pwl import chain_of
 from smtverify.reference import OnnxRuntimeExecutor
 from smtverify.search import SearchSettings, dlv_search
