@@ -8,7 +8,6 @@ region: then Z3 is asked again for a model a little inside it.
 """
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,14 +17,13 @@ import numpy as np
 
 from .pwl import Affine, Chain
 from .vnnlib import OutputConstraint
+from .z3_watchdog import interrupt_after
 
 # Each unsafe row A_i y <= b_i asked again as A_i y <= b_i - d * max(1, |b_i|), for each d in turn
 # until a model is confirmed or none is found: above the float32 rounding of small nets' outputs,
 # the first well below most violations; the second for regions shallower than that (a BatchNorm
 # net's, 1.3e-4 deep below a threshold of -2.35, ended UNKNOWN with the first alone).
 DEEPER = (2.0 ** -14, 2.0 ** -20)
-# Z3 does not always poll its own timeout in arithmetic: a watchdog interrupts it this long after.
-WATCHDOG_GRACE = 0.5
 # A chain's first leaf, before any is measured: encoding it and asserting it took 2.6-4.7 times the
 # encoding's estimate (a 5-input net of four 300-wide ReLU layers, 5.5 s estimated: 6.3-7.7 s
 # encoding, then 8-18 s asserting, on a loaded machine).
@@ -106,12 +104,8 @@ class LeafSolver:
         remaining = deadline - time.perf_counter()
         if remaining <= 0.05:
             return "skipped", None
-        watchdog = threading.Timer(remaining + WATCHDOG_GRACE, z3.main_ctx().interrupt)
-        watchdog.start()
-        try:
+        with interrupt_after(remaining):
             return decider.check(remaining)
-        finally:
-            watchdog.cancel()
 
 
 def _deeper(constraints: Sequence[OutputConstraint], depth: float) -> list[OutputConstraint]:
