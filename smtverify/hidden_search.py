@@ -25,9 +25,8 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
@@ -45,6 +44,8 @@ from .manipulations import PixelManipulation, distinct_levels
 from .network import Network
 from .pwl import Chain, chain_of
 from .verdict import Verdict
+from .vnnlib import float_toward
+from .z3_watchdog import interrupt_after
 
 EVALUATOR = "hidden layer: later steps in float64 numpy"
 CHUNK = 4096
@@ -102,38 +103,18 @@ def boundary(chain: Chain, layer: str) -> int:
     return stop
 
 
-class _Watchdog:
-    """Z3 does not always poll its own timeout in arithmetic: interrupt it a little after."""
-
-    def __init__(self, seconds: float) -> None:
-        self.timer = threading.Timer(seconds + 0.5, z3.main_ctx().interrupt)
-
-    def __enter__(self) -> None:
-        self.timer.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.timer.cancel()
-
-
-def _outward(value: Fraction, up: bool) -> float:
-    f = float(value)
-    if (Fraction(f) < value) if up else (Fraction(f) > value):
-        f = float(np.nextafter(f, np.inf if up else -np.inf))
-    return f
-
-
 def _optimum(encoding: encode.Encoding, term: z3.ArithRef, maximise: bool, timeout: float) -> float | None:
     """The exact optimum of a term over the encoding (rounded outward), None when Z3 gives none."""
     opt = z3.Optimize()
     opt.set("timeout", max(1, int(timeout * 1000)))
     opt.add(encoding.constraints)
     handle = opt.maximize(term) if maximise else opt.minimize(term)
-    with _Watchdog(timeout):
+    with interrupt_after(timeout):
         answer = opt.check()
     value = handle.value() if answer == z3.sat else None
     if value is None or not z3.is_rational_value(value):
         return None
-    return _outward(Fraction(value.numerator_as_long(), value.denominator_as_long()), maximise)
+    return float_toward(Fraction(value.numerator_as_long(), value.denominator_as_long()), up=maximise)
 
 
 def _free_constants(terms: list[z3.ExprRef]) -> list[z3.ExprRef]:
@@ -168,7 +149,7 @@ def _refinement(encoding: encode.Encoding, input_dims: np.ndarray, input_span: n
     solver = z3.Solver()
     solver.set("timeout", max(1, int(timeout * 1000)))
     solver.add(encoding.constraints + copy + [one_step, excess])
-    with _Watchdog(timeout):
+    with interrupt_after(timeout):
         answer = solver.check()
     return "holds" if answer == z3.unsat else "fails" if answer == z3.sat else "unknown"
 
@@ -287,7 +268,7 @@ class HiddenLayerSearch:
             report.unknown += 1
             return None
         target = z3.And([encoding.outputs[p] == z3.RealVal(Fraction(float(point[p]))) for p in dims])
-        with _Watchdog(timeout):
+        with interrupt_after(timeout):
             status, x = encode.decide(encoding, target, timeout)
         if status == "unsat":
             report.spurious += 1
