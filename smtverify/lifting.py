@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import confirm
-from .manipulations import Manipulation, PixelManipulation, _WholeInputFamily
+from .manipulations import Manipulation, MonotoneWholeInputManipulation, PixelManipulation
 from .network import Network
 from .verdict import Verdict
 from .verify import Verifier, robustness_property
@@ -85,7 +85,7 @@ def cell_boxes(manipulation: Manipulation, budget: int) -> tuple[np.ndarray, np.
             lower[:, manipulation.dims[p]] = v[b[choice[:, p]]]
             upper[:, manipulation.dims[p]] = v[b[choice[:, p] + 1]]
         return lower, upper
-    if isinstance(manipulation, _WholeInputFamily):
+    if isinstance(manipulation, MonotoneWholeInputManipulation):
         order = np.sort(manipulation.levels[0])
         images = manipulation.images[order + manipulation.offset].reshape(len(order), -1).astype(np.float64)
         b = _breakpoints([len(order) - 1], budget)[0]

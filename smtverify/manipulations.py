@@ -114,8 +114,10 @@ class PixelManipulation(Manipulation):
         return flat.reshape((len(c),) + self.original.shape)
 
 
-class _WholeInputFamily(Manipulation):
-    """One parameter acting on every input value at once; its few images are made up front."""
+class MonotoneWholeInputManipulation(Manipulation):
+    """One parameter acting on every input value at once, each value monotone in it; its few images
+    are made up front. Monotone: the box between two adjacent images contains every input between
+    them, which is what lets `lifting` prove the continuous region of such a grid."""
 
     def __init__(self, original: np.ndarray, span: float, steps: int, domain: Domain = (0.0, 1.0)) -> None:
         self.original = _inside(original, domain)
@@ -135,14 +137,14 @@ class _WholeInputFamily(Manipulation):
         return self.images[c[:, 0] + self.offset]
 
 
-class BrightnessManipulation(_WholeInputFamily):
+class BrightnessManipulation(MonotoneWholeInputManipulation):
     """Every value + c * span, clipped."""
 
     def _transform(self, x: np.ndarray, amount: np.ndarray) -> np.ndarray:
         return x + amount
 
 
-class ContrastManipulation(_WholeInputFamily):
+class ContrastManipulation(MonotoneWholeInputManipulation):
     """Values scaled by (1 + c * span) around the input's mean, clipped."""
 
     def _transform(self, x: np.ndarray, amount: np.ndarray) -> np.ndarray:
