@@ -67,9 +67,9 @@ def inward_float32(x: np.ndarray, box: InputBox) -> np.ndarray | None:
 
 
 def _box_of(lo: float | np.ndarray, hi: float | np.ndarray, n: int) -> InputBox:
-    """The box [lo, hi] with the float values themselves as the exact bounds."""
+    """The box [lo, hi], a scalar bound standing for every one of the n inputs."""
     lower, upper = (np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) for v in (lo, hi))
-    return InputBox(lower, upper, tuple(map(Fraction, lower.tolist())), tuple(map(Fraction, upper.tolist())))
+    return InputBox.from_floats(lower, upper)
 
 
 # ----- running and checking ------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -96,7 +95,7 @@ def cell_boxes(manipulation: Manipulation, budget: int) -> tuple[np.ndarray, np.
 
 def _box_property(network: Network, case: Case, lower: np.ndarray, upper: np.ndarray) -> Property:
     """The robustness condition of `case` over one box (float32 grid values: exact as given)."""
-    box = InputBox(lower, upper, tuple(map(Fraction, lower.tolist())), tuple(map(Fraction, upper.tolist())))
+    box = InputBox.from_floats(lower, upper)
     return Property(network.path, network.n_inputs, network.n_outputs, (Case(box, case.unsafe),))
 
 

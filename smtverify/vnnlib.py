@@ -20,7 +20,7 @@ from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple, NoReturn, Union
+from typing import NamedTuple, NoReturn, Sequence, Union
 
 import numpy as np
 
@@ -69,6 +69,13 @@ class InputBox:
     upper: np.ndarray
     lower_exact: tuple[Fraction, ...]
     upper_exact: tuple[Fraction, ...]
+
+    @classmethod
+    def from_floats(cls, lower: np.ndarray | Sequence[float], upper: np.ndarray | Sequence[float]) -> InputBox:
+        """The box [lower, upper] of float bounds: each float is its own exact bound, so nothing is
+        rounded (for boxes made in code rather than read from a file)."""
+        lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+        return cls(lower, upper, tuple(map(Fraction, lower.tolist())), tuple(map(Fraction, upper.tolist())))
 
     def contains(self, x: np.ndarray) -> np.ndarray:
         """x (..., n_inputs) -> bool (...), against the float64 bounds."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from smtverify.errors import VnnlibError
-from smtverify.vnnlib import MAX_DNF_TERMS, read_vnnlib
+from smtverify.vnnlib import MAX_DNF_TERMS, InputBox, float_toward, read_vnnlib
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "benchmarks"
 BENCHMARK_FILES = sorted(SHARED.glob("*/vnnlib/*.vnnlib")) if SHARED.is_dir() else []
@@ -344,3 +344,18 @@ def test_missing_file(tmp_path):
     with pytest.raises(VnnlibError, match="cannot read") as caught:
         read_vnnlib(tmp_path / "absent.vnnlib")
     assert "absent.vnnlib" in str(caught.value)
+
+
+def test_float_toward_rounds_outward_and_keeps_floats():
+    third = Fraction(1, 3)
+    assert_outward(np.array([float_toward(third, up=True)]), [third], up=True)
+    assert_outward(np.array([float_toward(third, up=False)]), [third], up=False)
+    assert float_toward(Fraction(0.25), up=True) == float_toward(Fraction(0.25), up=False) == 0.25
+
+
+def test_input_box_from_floats_takes_each_float_as_its_exact_bound():
+    box = InputBox.from_floats(np.array([0.1, -1.0], dtype=np.float32), [0.3, 2.0])
+    assert box.lower.dtype == box.upper.dtype == np.float64
+    assert box.lower_exact == (Fraction(float(np.float32(0.1))), Fraction(-1))
+    assert box.upper_exact == (Fraction(0.3), Fraction(2))
+    assert box.contains(np.array([[0.2, 0.0], [0.2, 2.5]])).tolist() == [True, False]
