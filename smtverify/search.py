@@ -186,10 +186,6 @@ class SearchReport:
         seconds = sum(g.search_seconds for g in self.grids)
         return self.points_evaluated / seconds if seconds > 0 else 0.0
 
-    @property
-    def safe_grids(self) -> list[GridRecord]:
-        return [g for g in self.grids if g.safe]
-
     def summary(self) -> dict[str, Any]:
         return {"verdict": self.verdict.value, "label": self.label, "grid_points": self.grid_points,
                 "points_evaluated": self.points_evaluated, "seconds": round(self.seconds, 4),
