@@ -34,7 +34,7 @@ from smtverify import load_onnx, resources  # noqa: E402
 from smtverify.attack import fgsm, jsma, pgd, pgd_linf  # noqa: E402
 from smtverify.lifting import cell_boxes  # noqa: E402
 from smtverify.confirm import confirm_misclassification  # noqa: E402
-from smtverify.pwl import chain_of  # noqa: E402
+from smtverify.chain import chain_of  # noqa: E402
 from smtverify.network import Network  # noqa: E402
 from smtverify.reference import OnnxRuntimeExecutor  # noqa: E402
 from smtverify.search import SearchReport, SearchSettings, dlv_search  # noqa: E402

@@ -11,8 +11,8 @@ from typing import Callable
 
 import numpy as np
 
-from .fast_eval import _chunk_for
-from .pwl import Activation, Affine, Chain, MaxPool, Step
+from .chain import Chain
+from .fast_eval import chunk_for
 from .vnnlib import Case, OutputConstraint
 
 # (output batch) -> (score per row, lower is better; direction c per row: descend c . output)
@@ -30,29 +30,8 @@ def _backward(chain: Chain, values: list[np.ndarray], c: np.ndarray) -> np.ndarr
     """The backward pass, given the activations `forward_all` returned."""
     g = np.broadcast_to(np.asarray(c, dtype=np.float64), values[-1].shape)
     for k in range(len(chain.steps) - 1, -1, -1):
-        g = _step_backward(chain.steps[k], g, values[k], values[k + 1])
+        g = chain.steps[k].backward(g, values[k], values[k + 1])
     return g
-
-
-def _step_backward(step: Step, g: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    if isinstance(step, Affine):
-        return np.asarray((step.W.T @ g.T).T)          # g @ W, for dense and sparse W alike
-    if isinstance(step, MaxPool):
-        return _maxpool_backward(step, g, before)
-    if step.kind == "Relu":
-        return g * (before > 0)
-    if step.kind == "Tanh":
-        return g * (1.0 - after * after)
-    return g * after * (1.0 - after)                    # Sigmoid
-
-
-def _maxpool_backward(step: MaxPool, g: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """Each pooled output's gradient goes to the input that won its window (summed where windows overlap)."""
-    B, n_in = before.shape
-    padded = np.concatenate([before, np.full((B, 1), -np.inf)], axis=1)
-    winner = step.groups[np.arange(len(step.groups)), padded[:, step.groups].argmax(axis=2)]     # (B, m)
-    flat = (np.arange(B)[:, None] * n_in + winner).ravel()
-    return np.bincount(flat, weights=g.ravel(), minlength=B * n_in).reshape(B, n_in)
 
 
 def _descend(chain: Chain, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, scale: np.ndarray | float,
@@ -122,16 +101,14 @@ def _corners_and_centre(lo: np.ndarray, hi: np.ndarray, max_free: int) -> np.nda
 
 
 def _widest(chain: Chain) -> int:
-    sizes = [s.W.shape[0] if isinstance(s, Affine) else s.size if isinstance(s, Activation) else len(s.groups)
-             for s in chain.steps]
-    return max([chain.n_inputs] + sizes)
+    return max([chain.n_inputs] + [s.size for s in chain.steps])
 
 
 def random_search(chain: Chain, case: Case, n: int, rng: np.random.Generator, max_free_corners: int = 10) -> np.ndarray:
     """n uniform points of the box (after its centre and, in few dimensions, its corners), run in
     chunks that fit in memory; the unsafe ones, most violating first."""
     lo, hi = case.box.lower, case.box.upper
-    chunk = _chunk_for(3 * _widest(chain), itemsize=8)
+    chunk = chunk_for(3 * _widest(chain), itemsize=8)
     found = [_unsafe_rows(case, chain, _corners_and_centre(lo, hi, max_free_corners))]
     for start in range(0, n, chunk):
         found.append(_unsafe_rows(case, chain, rng.uniform(lo, hi, (min(chunk, n - start), len(lo)))))
@@ -176,7 +153,7 @@ def closest(chain: Chain, case: Case, n: int, rng: np.random.Generator, keep: in
     nearest first: seeds for local descent where the unsafe region is too small for random
     restarts of PGD to reach (ACAS Xu 1_5/prop_2: 20 M uniform points hit it once)."""
     lo, hi = case.box.lower, case.box.upper
-    chunk = _chunk_for(3 * _widest(chain), itemsize=8)
+    chunk = chunk_for(3 * _widest(chain), itemsize=8)
     points, scores = np.zeros((0, len(lo))), np.zeros(0)
     for start in range(0, n, chunk):
         x = rng.uniform(lo, hi, (min(chunk, n - start), len(lo)))

@@ -27,7 +27,8 @@ from .budget import Deadline, OutOfTime
 from .errors import SmtVerifyError
 from .manipulations import Manipulation, PixelManipulation
 from .network import Network
-from .pwl import Activation, Affine, Chain, MaxPool, chain_of
+from .chain import Chain, chain_of
+from .steps import Affine, Elementwise, MaxPool
 
 CHUNK_BYTES = 1 << 26          # working memory of one evaluated chunk
 MAX_CHUNK = 1 << 16
@@ -40,7 +41,8 @@ MERGE_ROWS = 4096              # tables merge (one lookup fewer) while they stay
 MASK_BITS = 62                 # pixel sets are int64 bit masks
 
 
-def _chunk_for(values_per_point: int, itemsize: int = 4) -> int:
+def chunk_for(values_per_point: int, itemsize: int = 4) -> int:
+    """How many points to evaluate at once, so that a chunk's values fill about CHUNK_BYTES."""
     return int(np.clip(CHUNK_BYTES // max(1, values_per_point * itemsize), 64, MAX_CHUNK))
 
 
@@ -53,7 +55,7 @@ class PlainEvaluator:
         self.network = network
         self.manipulation = manipulation
         widest = max((int(np.prod(layer.shape)) for layer in network.order if layer.shape), default=1)
-        self.chunk_size = _chunk_for(3 * max(widest, network.n_inputs))
+        self.chunk_size = chunk_for(3 * max(widest, network.n_inputs))
 
     def logits(self, c: np.ndarray) -> np.ndarray:
         return self.network.logits(self.manipulation.apply(c))
@@ -93,7 +95,7 @@ def _affine_stage(step: Affine, cols: np.ndarray, base_in: np.ndarray, base_out:
     return _Stage(rows, run, (sub != 0).astype(np.int8).tocsr(), products + 4 * len(rows) + len(cols))
 
 
-def _activation_stage(step: Activation, cols: np.ndarray) -> _Stage:
+def _elementwise_stage(step: Elementwise, cols: np.ndarray) -> _Stage:
     return _Stage(cols, step.forward, sparse.identity(len(cols), np.int8, "csr"), len(cols))
 
 
@@ -135,17 +137,17 @@ class DifferenceEvaluator:
         self.stages: list[_Stage] = []
         cols = self.affected_before(0)
         for step, base_in, base_out in zip(chain.steps, self.base, self.base[1:]):
-            if isinstance(step, Affine):
+            if step.linear:
                 stage = _affine_stage(step, cols, base_in, base_out, self.dtype)
-            elif isinstance(step, Activation):
-                stage = _activation_stage(step, cols)
+            elif step.elementwise:
+                stage = _elementwise_stage(step, cols)
             else:
                 stage = _pool_stage(step, cols, base_in, self.dtype)
             self.stages.append(stage)
             cols = stage.rows
         self.cost = sum(stage.cost for stage in self.stages)
         widest = max((len(stage.rows) for stage in self.stages), default=1)
-        self.chunk_size = _chunk_for(3 * widest, self.dtype.itemsize)
+        self.chunk_size = chunk_for(3 * widest, self.dtype.itemsize)
 
     def affected_before(self, step: int) -> np.ndarray:
         """The affected neurons of the input of chain step `step`, sorted."""
@@ -237,7 +239,7 @@ class _Table:
 def _resume(chain: Chain, cut: int) -> int:
     """The first step after `cut` that is not affine: tables fold the affine steps before it."""
     resume = cut + 1
-    while resume < len(chain.steps) and isinstance(chain.steps[resume], Affine):
+    while resume < len(chain.steps) and chain.steps[resume].linear:
         resume += 1
     return resume
 
@@ -259,7 +261,7 @@ class TableEvaluator:
         self.tables = [self._table(exact, cut, np.flatnonzero(owner == g), keep, _bits(mask), deadline)
                        for g, mask in enumerate(sets)]
         self.base = exact.base[self.resume][keep].astype(np.float32)
-        self.chunk_size = _chunk_for(3 * max([len(keep)] + [len(s.rows) for s in fast.stages[self.resume:]]))
+        self.chunk_size = chunk_for(3 * max([len(keep)] + [len(s.rows) for s in fast.stages[self.resume:]]))
 
     def _table(self, exact: DifferenceEvaluator, cut: int, local: np.ndarray, keep: np.ndarray,
                params: np.ndarray, deadline: Deadline) -> _Table:
@@ -317,7 +319,7 @@ def table_plans(chain: Chain, manipulation: PixelManipulation, fast: DifferenceE
     radices = 2 * manipulation.steps + 1
     plans = []
     for cut, step in enumerate(chain.steps):
-        if not isinstance(step, Affine):
+        if not step.linear:
             continue
         sets, _ = _groups(_pixel_sets(fast, cut), radices)
         configs = float(np.sum(_positions(sets, radices)))
@@ -383,7 +385,7 @@ def choose_evaluator(network: Network, manipulation: Manipulation, kind: str = "
     plan = _best_plan(table_plans(chain, manipulation, fast), target, seconds)
     if kind == "tables":
         return _forced(None if plan is None else TableEvaluator(chain, manipulation, plan.cut, fast, deadline), kind)
-    plain_cost = 2 * sum(s.W.nnz if sparse.issparse(s.W) else s.W.size for s in chain.steps if isinstance(s, Affine))
+    plain_cost = 2 * sum(s.W.nnz if sparse.issparse(s.W) else s.W.size for s in chain.steps if s.linear)
     scores = {"plain": reach(0.0, plain_cost, target, seconds), "difference": reach(0.0, fast.cost, target, seconds),
               "tables": (-1.0, 0.0) if plan is None else reach(plan.build, plan.per_point, target, seconds)}
     best = max(scores, key=lambda name: (scores[name][0], -scores[name][1]))

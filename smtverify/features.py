@@ -15,7 +15,7 @@ import numpy as np
 from .errors import SmtVerifyError
 from .attack import gradient
 from .network import Network
-from .pwl import chain_of
+from .chain import chain_of
 
 HEURISTICS = ("activation", "gradient")
 

@@ -42,7 +42,7 @@ from .grid import Example, GridReport, grid_points
 from .lifting import cell_boxes
 from .manipulations import PixelManipulation, distinct_levels
 from .network import Network
-from .pwl import Chain, chain_of
+from .chain import Chain, chain_of
 from .verdict import Verdict
 from .vnnlib import float_toward
 from .z3_watchdog import interrupt_after

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .pwl import Affine, Chain
+from .chain import Chain
 from .vnnlib import OutputConstraint
 from .z3_watchdog import interrupt_after
 
@@ -33,8 +33,7 @@ FIRST_SETUP_PER_ENCODING = 5.0
 def cold_encoding_seconds(chain: Chain) -> float:
     """About how long a chain's first Z3 encoding takes (its weights' numerals are built then):
     4.2 s for MNIST-FC 256x2's 269 000 weights, measured."""
-    weights = sum(np.count_nonzero(s.W) if isinstance(s.W, np.ndarray) else s.W.nnz
-                  for s in chain.steps if isinstance(s, Affine))
+    weights = sum(s.nonzeros for s in chain.steps if s.linear)
     return 2e-5 * weights
 
 

@@ -1,4 +1,5 @@
-"""LP bounds of a ReLU chain over a box (the triangle relaxation), certified by their duals.
+"""LP bounds of a chain of affine steps and kinks (ReLU, LeakyRelu) over a box (the triangle
+relaxation), certified by their duals.
 
 Back-substitution (bounds.py) relaxes every unstable ReLU with one fixed pair of lines; the linear
 program over the triangle relaxation of all of them at once is tighter (measured on MNIST-FC
@@ -12,9 +13,10 @@ evaluated with outward error allowances, so it holds in exact arithmetic however
 duals are; poor duals only make it loose. Every row contains the network as stored: affine rows
 carry its exact weights, triangle slopes and offsets are rounded up.
 
-Columns: the inputs, then every step's outputs (z for an affine step, y for a ReLU). Rows: per
-affine step z - W v = b; per ReLU y - z >= 0 and y - s z <= t, with s = u / (u - l), t = -s l for
-an unstable neuron, s = 1, t = 0 for an active one and s = t = 0 for an inactive one.
+Columns: the inputs, then every step's outputs (z for an affine step, y for a kink). Rows: each
+step's own (Step.lp_rows): per affine step z - W v = b; per kink of slope a below 0, y - z >= 0,
+y - a z >= 0 and the upper side y - s z <= t, the chord of [l, u] for an unstable neuron, exact
+(s = 1 or a, t = 0) for a stable one (Kink.lp_upper_side).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ import numpy as np
 from scipy import sparse
 
 from .bounds import BoundPropagator, ChainBounds
-from .pwl import UNIT_ROUNDOFF, Activation, Affine, Chain
+from .chain import Chain
+from .rounding import UNIT_ROUNDOFF
 
 INF = float("inf")
 SAFETY = 4.0               # factor on a-priori rounding-error bounds, as in bounds.py
@@ -36,14 +39,10 @@ MAX_NONZEROS = 2_000_000   # beyond this a simplex solve costs more than branch 
 
 
 def supports(chain: Chain) -> bool:
-    """Affine steps exact as stored (no rounding allowance) and ReLUs, small enough for simplex."""
-    for step in chain.steps:
-        exact_affine = isinstance(step, Affine) and step.rel_error == 0
-        if not (exact_affine or isinstance(step, Activation) and step.kind == "Relu"):
-            return False
-    nonzeros = sum(step.W.nnz if sparse.issparse(step.W) else np.count_nonzero(step.W)
-                   for step in chain.steps if isinstance(step, Affine))
-    return nonzeros <= MAX_NONZEROS
+    """Every step one the LP encodes (affine steps exact as stored, kinks), small enough for simplex."""
+    if not all(step.lp_encodable for step in chain.steps):
+        return False
+    return sum(step.nonzeros for step in chain.steps if step.linear) <= MAX_NONZEROS
 
 
 @contextmanager
@@ -69,7 +68,7 @@ class LpBound:
 
     value: float                      # certified; -inf when nothing could be certified
     x: np.ndarray | None              # the inputs at HiGHS's optimum: a candidate counterexample
-    relu_scores: dict[int, np.ndarray]  # per ReLU step: |dual| x intercept of each triangle (branching)
+    relu_scores: dict[int, np.ndarray]  # per kink step: |dual| x intercept of each triangle (branching)
 
 
 class LpRelaxation:
@@ -80,10 +79,10 @@ class LpRelaxation:
 
         self.chain = chain
         self.box = (np.asarray(lower, np.float64), np.asarray(upper, np.float64))
-        sizes = [chain.n_inputs] + [s.W.shape[0] if isinstance(s, Affine) else s.size for s in chain.steps]
+        sizes = [chain.n_inputs] + [s.size for s in chain.steps]
         self.offsets = np.cumsum([0] + sizes)          # first column of each value
         self.n_cols = int(self.offsets[-1])
-        self.triangles: dict[int, tuple[int, np.ndarray]] = {}   # ReLU step -> (first row, slopes s)
+        self.triangles: dict[int, tuple[int, np.ndarray]] = {}   # kink step -> (first row of its upper side, slopes s)
         self.static, self.row_lower, self.row_upper = self._rows()
         self._column_terms = int(np.diff(self.static.tocsc().indptr).max(initial=0)) + 2
         self.col_lower = np.full(self.n_cols, -INF)
@@ -104,7 +103,7 @@ class LpRelaxation:
 
     # ----- structure -------------------------------------------------------------------------
     def _rows(self) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
-        """The rows with every triangle slope still 0 (slopes live in self.triangles)."""
+        """Every step's rows, each triangle's slope still 0 (slopes live in self.triangles)."""
         blocks, lower, upper, row = [], [], [], 0
         for k, step in enumerate(self.chain.steps):
             before, here = int(self.offsets[k]), int(self.offsets[k + 1])
@@ -116,18 +115,13 @@ class LpRelaxation:
                                       sparse.csr_matrix((m, self.n_cols - before - width))], format="csr")
 
             identity = sparse.identity(m, format="csr")
-            if isinstance(step, Affine):
-                blocks.append(place(-sparse.csr_matrix(step.W), identity))             # z - W v = b
-                lower.append(np.asarray(step.b, np.float64))
-                upper.append(np.asarray(step.b, np.float64))
+            for before_part, row_lower, row_upper in step.lp_rows():
+                blocks.append(place(before_part, identity))
+                lower.append(row_lower)
+                upper.append(row_upper)
                 row += m
-            else:
-                blocks += [place(-identity, identity),                        # y - z >= 0
-                           place(sparse.csr_matrix((m, m)), identity)]        # y - s z <= t
-                lower += [np.zeros(m), np.full(m, -INF)]
-                upper += [np.full(m, INF), np.zeros(m)]
-                self.triangles[k] = (row + m, np.zeros(m))
-                row += 2 * m
+            if step.splittable:                 # its last rows: the upper side
+                self.triangles[k] = (row - m, np.zeros(m))
         return sparse.vstack(blocks, format="csr"), np.concatenate(lower), np.concatenate(upper)
 
     def _pass_model(self, highspy) -> None:
@@ -155,13 +149,10 @@ class LpRelaxation:
             self._set_triangles(k, bounds.lower[k][index], bounds.upper[k][index])
 
     def _set_triangles(self, k: int, lo: np.ndarray, hi: np.ndarray) -> None:
-        """Row y - s z <= t: the triangle's upper side over [lo, hi], exact when the phase is known.
-        s and t are rounded up: the row then still holds for every z in [lo, hi]."""
+        """Row y - s z <= t: the triangle's upper side over [lo, hi], exact when the phase is known,
+        rounded up (Kink.lp_upper_side)."""
         first, old = self.triangles[k]
-        unstable = (lo < 0) & (hi > 0)
-        width = np.where(unstable, np.nextafter(hi - lo, -INF), 1.0)
-        slope = np.where(unstable, np.nextafter(hi / width, INF), (lo >= 0).astype(np.float64))
-        offset = np.where(unstable, np.nextafter(slope * -lo, INF), 0.0)
+        slope, offset = self.chain.steps[k].lp_upper_side(lo, hi)
         rows = first + np.arange(len(lo))
         z = int(self.offsets[k])
         for i in np.flatnonzero(slope != old):
@@ -293,12 +284,12 @@ class LpRelaxation:
 
 def tightened(relaxation: LpRelaxation, propagator: BoundPropagator, bounds: ChainBounds, deadline: float
               ) -> Iterator[tuple[ChainBounds, list[np.ndarray]]]:
-    """LP bounds of the unstable ReLU inputs, layer by layer from the second ReLU on (the first
+    """LP bounds of the unstable kinks' inputs, layer by layer from the second kink step on (the first
     ones are exact already), each layer's intersected into a new back-substitution of the layers
     after it. Yields the bounds after each layer and the inputs at its LP optima (candidate
     counterexamples), until the deadline."""
     box_lo, box_hi = bounds.box_lower[:1], bounds.box_upper[:1]
-    relus = [k for k, step in enumerate(relaxation.chain.steps) if isinstance(step, Activation)]
+    relus = [k for k, step in enumerate(relaxation.chain.steps) if step.splittable]
     for k in relus[1:]:
         lo, hi = bounds.lower[k][0], bounds.upper[k][0]
         unstable = np.flatnonzero((lo < 0) & (hi > 0))

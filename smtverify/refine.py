@@ -1,4 +1,4 @@
-"""Tighter bounds of one box's hidden neurons, by branch and bound on the ReLUs before them.
+"""Tighter bounds of one box's hidden neurons, by branch and bound on the kinks (ReLUs) before them.
 
 Back-substitution and optimised slopes bound a neuron over the triangle relaxation of every ReLU
 before it, and on deep networks that is far from the neuron's true range. Measured on MNIST-FC
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bounds import BoundPropagator, ChainBounds
-from .pwl import Activation
 from .slopes import Objective, SlopeOptimiser, SlopeSolution
 
 
@@ -102,7 +101,7 @@ class BoundRefiner:
         that long before the deadline (`forward_seconds` for the first: a measured forward; then
         the last re-propagation's), and no layer starts with less time left; every ascent and
         re-propagation stops at the deadline, its bounds sound (only looser), so this returns by it."""
-        relus = [k for k, step in enumerate(self.chain.steps) if isinstance(step, Activation) and step.kind == "Relu"]
+        relus = [k for k, step in enumerate(self.chain.steps) if step.splittable]
         for k in relus[1:]:
             if time.perf_counter() + forward_seconds > deadline:
                 break

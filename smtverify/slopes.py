@@ -1,6 +1,7 @@
-"""Back-substituted lower bounds with the ReLUs' lower-side slopes optimised (alpha-CROWN style).
+"""Back-substituted lower bounds with the kinks' lower-side slopes optimised (alpha-CROWN style).
 
-Any slope in [0, 1] gives a sound lower side of an unstable ReLU (relu(z) >= a*z for z in [l, u]),
+Any slope s in [a, 1] gives a sound lower side of an unstable kink f of slope a below 0 (ReLU:
+a = 0, LeakyRelu: a = alpha; f(z) >= s*z for every z),
 so the bound of back-substitution is sound for every choice; CROWN fixes one choice per neuron by
 area, which can lose a lot. Here every row being bounded gets its own slopes, raised by projected
 gradient ascent (Adam) on the row's bound, and the best bound seen is kept. With the neuron bounds
@@ -10,7 +11,7 @@ of some dozens of back-substitutions instead of an LP solve.
 A conjunction of rows A y <= b is refuted by any non-negative combination mu with
 min mu.(A y) > mu.b; such combinations (an Objective's free rows) are optimised the same way.
 
-Only chains of affine steps and ReLUs are optimised; the gradient is taken by hand, in reverse
+Only chains of affine steps and kinks (splittable steps) are optimised; the gradient is taken by hand, in reverse
 through the substitution, so no autodiff library is needed. The ascent runs in float32 (half the
 memory traffic of its products), as an estimate only: the bounds returned come from one float64
 substitution with each row's best slopes and multipliers, less its rounding allowance.
@@ -24,8 +25,10 @@ import numpy as np
 
 from typing import Callable
 
-from .bounds import BoundPropagator, ChainBounds, RowBound, SubstitutionError, _right
-from .pwl import Activation, Affine, Chain
+from .batched import right as right_product
+from .bounds import BoundPropagator, ChainBounds, RowBound
+from .chain import Chain
+from .rounding import RoundingAllowance
 
 
 @dataclass
@@ -37,7 +40,8 @@ class SlopeSettings:
 
 
 def supports(chain: Chain) -> bool:
-    return all(isinstance(s, Affine) or (isinstance(s, Activation) and s.kind == "Relu") for s in chain.steps)
+    """Whether every step is affine or a kink (whose lower-side slopes are what is optimised)."""
+    return all(s.linear or s.splittable for s in chain.steps)
 
 
 @dataclass
@@ -75,7 +79,7 @@ class SlopeOptimiser:
         self.chain = propagator.chain
         self.settings = settings or SlopeSettings()
         self._single = {k: (step.W.astype(np.float32), step.b.astype(np.float32))
-                        for k, step in enumerate(self.chain.steps) if isinstance(step, Affine)}
+                        for k, step in enumerate(self.chain.steps) if step.linear}
 
     def lower_bounds(self, bounds: ChainBounds, objective: Objective, end: int,
                      stop: "Callable[[np.ndarray], bool] | None" = None, iterations: int | None = None,
@@ -152,8 +156,8 @@ class SlopeOptimiser:
                    boxes: np.ndarray, splits: dict[int, np.ndarray],
                    fixed: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         """Each box's objective rows bounded once (E, R), with the slopes and multipliers of
-        `solution`'s boxes `boxes` and one more ReLU decided: (step, neuron, active) per box, its
-        relaxation replaced by the identity or zero. A child domain's bound without an ascent, to
+        `solution`'s boxes `boxes` and one more kink decided: (step, neuron, active) per box, its
+        relaxation replaced by the identity or its inactive line. A child domain's bound without an ascent, to
         choose the branch by; `bounds` must be the box's own copy (it is changed). In float32: an
         estimate, never a proof."""
         steps, neurons, active = fixed
@@ -162,9 +166,10 @@ class SlopeOptimiser:
         for k in np.unique(steps):
             mine = steps == k
             r = bounds.relaxations[k]
-            r.upper_slope[at[mine], neurons[mine]] = active[mine]
+            slope = self.chain.steps[k].phase_slope(active[mine])
+            r.upper_slope[at[mine], neurons[mine]] = slope
             r.upper_offset[at[mine], neurons[mine]] = 0.0
-            slopes[k][at[mine], :, neurons[mine]] = active[mine][:, None]
+            slopes[k][at[mine], :, neurons[mine]] = slope[:, None]
         terms = {k: (solution.betas[k][boxes] * sign[:, None, :]).astype(np.float32)
                  for k, sign in splits.items() if k in solution.betas}
         rows = (objective.M @ objective.A).astype(np.float32)
@@ -198,15 +203,15 @@ class SlopeOptimiser:
         terms = terms or {}
         steps = self.chain.steps
         const = np.zeros(Lam.shape[:2], dtype=Lam.dtype)
-        error = SubstitutionError(bounds, Lam.shape[:2])
+        error = RoundingAllowance(bounds, Lam.shape[:2])
         seen: dict[int, np.ndarray] = {}
         for k in range(end - 1, -1, -1):
             step = steps[k]
-            if isinstance(step, Affine):
+            if step.linear:
                 W, b = (step.W, step.b) if exact else self._single[k]
                 error.affine(self.propagator.signed(step), k, Lam, const)
                 const = const + Lam @ b
-                Lam = _right(Lam, W)
+                Lam = right_product(Lam, W)
             else:
                 r = bounds.relaxations[k]
                 positive, negative = np.maximum(Lam, 0.0), np.minimum(Lam, 0.0)
@@ -226,9 +231,9 @@ class SlopeOptimiser:
         grad_slopes, grad_terms = {}, {}
         for k in range(end):
             step = steps[k]
-            if isinstance(step, Affine):
+            if step.linear:
                 W, b = (step.W, step.b) if exact else self._single[k]
-                G = _right(G, W.T) + b
+                G = right_product(G, W.T) + b
             else:
                 r = bounds.relaxations[k]
                 if k in terms:
@@ -257,6 +262,7 @@ class _Ascent:
     M: np.ndarray | None                 # (B, R, Q) objective rows as combinations of base rows (None: those rows)
     free: np.ndarray | None
     slopes: dict[int, np.ndarray]
+    floors: dict[int, float]             # each kink's least lower-side slope (its slope below 0)
     unstable: dict[int, np.ndarray]
     signs: dict[int, np.ndarray]
     betas: dict[int, np.ndarray]
@@ -271,7 +277,7 @@ class _Ascent:
     def begin(cls, optimiser: "SlopeOptimiser", bounds: ChainBounds, objective: Objective, end: int,
               splits: "dict[int, np.ndarray] | None", start: SlopeSolution | None) -> "_Ascent":
         B = bounds.box_lower.shape[0]
-        relus = [k for k in range(end) if isinstance(optimiser.chain.steps[k], Activation)]
+        relus = [k for k in range(end) if optimiser.chain.steps[k].splittable]
         M = objective.M.astype(np.float32) if objective.M is not None else None
         R = M.shape[1] if M is not None else len(objective.b)
         unstable = {k: ((bounds.lower[k] < 0) & (bounds.upper[k] > 0))[:, None, :] for k in relus}
@@ -287,7 +293,8 @@ class _Ascent:
         free = objective.free if objective.free is not None and np.any(objective.free) else None
         adam = _Adam([*relus, "mix", *(("beta", k) for k in signs)])
         single = np.float32
-        return cls(_in_float32(bounds), M, free, _cast(slopes, single), unstable, _cast(signs, single),
+        floors = {k: optimiser.chain.steps[k].negative_slope for k in relus}
+        return cls(_in_float32(bounds), M, free, _cast(slopes, single), floors, unstable, _cast(signs, single),
                    _cast(betas, single), adam, np.arange(B), objective.A.astype(single), objective.b.astype(single))
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -318,7 +325,7 @@ class _Ascent:
         """One projected Adam step of the slopes, multipliers and combination weights."""
         for k in self.slopes:
             step = self.adam.step(k, np.where(self.unstable[k], grad_slopes[k], 0.0))
-            self.slopes[k] = np.clip(self.slopes[k] + s.step_size * step, 0.0, 1.0)
+            self.slopes[k] = np.clip(self.slopes[k] + s.step_size * step, self.floors[k], 1.0)
         for k in self.signs:
             step = self.adam.step(("beta", k), grad_terms[k] * self.signs[k])
             self.betas[k] = np.maximum(self.betas[k] + s.beta_step_size * step, 0.0)

@@ -12,7 +12,8 @@ from smtverify import load_onnx
 from smtverify.attack import closest, descend_from, fgsm, gradient, jsma, pgd, pgd_linf, random_search
 from smtverify.confirm import (Counterexample, confirm, confirm_misclassification, holds_exactly,
                                inward_float32, write_vnncomp_result)
-from smtverify.pwl import MaxPool, to_chain
+from smtverify.chain import to_chain
+from smtverify.steps import MaxPool
 from smtverify.vnnlib import InputBox, OutputConstraint, read_vnnlib
 from tests.conftest import SHARED, make_model, needs_shared, save
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from smtverify.bounds import BoundPropagator
-from smtverify.pwl import to_chain
+from smtverify.chain import to_chain
 from tests.test_lp import network_and_box, sampled_outputs
 
 SIZES = [4, 16, 16, 16, 3]

@@ -20,7 +20,7 @@ from smtverify.fast_eval import TABLE_BYTES, DifferenceEvaluator, choose_evaluat
 from smtverify.grid import search_grid
 from smtverify.lifting import lift
 from smtverify.manipulations import PixelManipulation
-from smtverify.pwl import chain_of
+from smtverify.chain import chain_of
 from smtverify.search import SearchSettings, dlv_search
 from smtverify.verdict import Verdict
 

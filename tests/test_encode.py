@@ -9,7 +9,7 @@ import z3
 
 from smtverify import encode
 from smtverify.bounds import BoundPropagator
-from smtverify.pwl import to_chain
+from smtverify.chain import to_chain
 from smtverify.onnx_import import load_onnx
 from tests.test_verify import random_network
 

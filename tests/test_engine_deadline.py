@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from smtverify.bounds import BoundPropagator
-from smtverify.pwl import to_chain
+from smtverify.chain import to_chain
 from smtverify.slopes import Objective, SlopeOptimiser
 from smtverify.verdict import Verdict
 from smtverify.verify import Settings, Verifier

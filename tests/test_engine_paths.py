@@ -34,7 +34,7 @@ from smtverify import load_onnx
 from smtverify.bounds import BoundPropagator
 from smtverify.lp import supports as lp_supports
 from smtverify.network import Network
-from smtverify.pwl import to_chain
+from smtverify.chain import to_chain
 from smtverify.slopes import supports as slopes_supported
 from smtverify.verdict import Result, Verdict
 from smtverify.vnnlib import Property

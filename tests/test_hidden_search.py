@@ -11,7 +11,7 @@ from smtverify import SmtVerifyError, load_onnx, resources
 from smtverify.cli import main
 from smtverify.features import select_features
 from smtverify.hidden_search import HiddenSettings
-from smtverify.pwl import chain_of
+from smtverify.chain import chain_of
 from smtverify.reference import OnnxRuntimeExecutor
 from smtverify.search import SearchSettings, dlv_search
 from smtverify.verdict import Verdict

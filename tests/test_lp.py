@@ -12,7 +12,7 @@ from onnx import helper
 from smtverify import load_onnx
 from smtverify.bounds import BoundPropagator
 from smtverify.lp import LpRelaxation, supports, tightened
-from smtverify.pwl import to_chain
+from smtverify.chain import to_chain
 from tests.conftest import SHARED, make_model, needs_shared, save
 
 SIZES = [4, 16, 16, 3]

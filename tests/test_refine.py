@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from smtverify.bounds import BoundPropagator
-from smtverify.pwl import to_chain
+from smtverify.chain import to_chain
 from smtverify.refine import BoundRefiner, RefineSettings
 from smtverify.slopes import SlopeOptimiser
 from tests.test_lp import network_and_box, sampled_outputs

@@ -11,7 +11,7 @@ from smtverify.bounds import BoundPropagator
 from smtverify.verdict import Verdict
 from smtverify.verify import Settings, Verifier
 from smtverify.vnnlib import Case, InputBox, OutputConstraint, Property
-from smtverify.pwl import to_chain
+from smtverify.chain import to_chain
 from smtverify.slopes import Objective, SlopeOptimiser, SlopeSettings, supports
 from tests.test_lp import network_and_box, relaxation_of, sampled_outputs
 

@@ -1,4 +1,4 @@
-"""The network as a chain of steps on flat vectors: affine maps and element-wise nonlinearities.
+"""The network as a chain of steps on flat vectors: affine maps and nonlinear steps (steps/).
 
 Bounds, Z3 encodings and gradient attacks all work on this form. Each affine step holds the weights
 exactly as the ONNX file stores them (float32 values are exact in float64); where forming a step
@@ -10,79 +10,20 @@ selections of coordinates).
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
 
 from .errors import UnsupportedOperatorError
 from .network import Layer, Network
+from .rounding import UNIT_ROUNDOFF
+from .steps import STEP_KINDS, Affine, Step, window_groups
 
-UNIT_ROUNDOFF = 2.0 ** -53
 SELECTION_OPS = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Identity", "Dropout", "Pad"}
 ELEMENTWISE_OPS = {"Add", "Sub", "Mul", "Div", "BatchNormalization"}
 AFFINE_OPS = SELECTION_OPS | ELEMENTWISE_OPS | {"Gemm", "MatMul", "Conv", "AveragePool"}
 # Input positions that hold an additive constant: zeroed to get the linear part alone, exactly.
 OFFSET_INPUTS = {"Gemm": (2,), "Conv": (2,), "Add": (0, 1), "Sub": (0, 1)}
-ACTIVATIONS = {"Relu", "Sigmoid", "Tanh"}
-
-
-@dataclass
-class Affine:
-    """y = W @ x + b. `rel_error` bounds |W_true - W| <= rel_error*|W| (same for b) elementwise."""
-
-    W: np.ndarray | sparse.csr_matrix      # sparse for convolutions, pooling and shape operators
-    b: np.ndarray
-    rel_error: float = 0.0
-    layers: list[str] = field(default_factory=list)
-
-    @property
-    def is_selection(self) -> bool:
-        """Each output copies at most one input unchanged (or is a constant): reshapes, pads."""
-        W = sparse.csr_matrix(self.W)
-        W.eliminate_zeros()
-        return bool(np.all(np.diff(W.indptr) <= 1) and np.all(W.data == 1.0) and self.rel_error == 0)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray((self.W @ x.T).T) + self.b
-
-
-@dataclass
-class Activation:
-    """An element-wise activation: 'Relu', 'Sigmoid' or 'Tanh'."""
-
-    kind: str
-    size: int
-    layers: list[str] = field(default_factory=list)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        if self.kind == "Relu":
-            return np.maximum(x, 0)
-        if self.kind == "Tanh":
-            return np.tanh(x)
-        return 0.5 * (1.0 + np.tanh(0.5 * x))    # the logistic sigmoid, overflow-free
-
-
-@dataclass
-class MaxPool:
-    """y_j = max_k x[groups[j, k]], over the valid (non-negative) indices of each row."""
-
-    groups: np.ndarray        # int (m, k); -1 marks padding, which never wins
-    layers: list[str] = field(default_factory=list)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        padded = np.concatenate([x, np.full(x.shape[:-1] + (1,), -np.inf)], axis=-1)
-        return padded[..., self.groups].max(axis=-1)
-
-
-Step = Affine | Activation | MaxPool
-
-
-def width(step: Step) -> int:
-    """How many values a step outputs."""
-    if isinstance(step, Affine):
-        return step.W.shape[0]
-    return step.size if isinstance(step, Activation) else step.groups.shape[0]
 
 
 class Chain:
@@ -100,7 +41,7 @@ class Chain:
         """Steps 0..stop-1: the map from the input to the values at boundary `stop` (a hidden layer),
         to encode or bound that layer alone."""
         part = Chain(self.network, self.steps[:stop], False)
-        part.n_outputs = width(self.steps[stop - 1]) if stop else self.n_inputs
+        part.n_outputs = self.steps[stop - 1].size if stop else self.n_inputs
         return part
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -142,10 +83,8 @@ def to_chain(network: Network) -> Chain:
         shape_in = network.input_shape if previous == network.input_name else network.layers[previous].shape
         if layer.op_type in AFFINE_OPS:
             _append(steps, _affine(network, layer, shape_in))
-        elif layer.op_type in ACTIVATIONS:
-            steps.append(Activation(layer.op_type, int(np.prod(layer.shape)), [layer.name]))
-        elif layer.op_type == "MaxPool":
-            steps.append(MaxPool(_window_groups(layer, shape_in), [layer.name]))
+        elif layer.op_type in STEP_KINDS:
+            steps.append(STEP_KINDS[layer.op_type].from_layer(layer, shape_in, network.path))
         elif layer.op_type == "Softmax" and layer.name == network.output_name:
             final_softmax = True
         else:
@@ -182,7 +121,7 @@ def _affine(network: Network, layer: Layer, shape_in: tuple[int, ...]) -> Affine
     elif layer.op_type in ELEMENTWISE_OPS:
         W = _elementwise_matrix(network, layer, shape_in)
     elif layer.op_type == "AveragePool":
-        groups = _window_groups(layer, shape_in)
+        groups = window_groups(layer, shape_in)
         divisors = layer.operator.divisors(shape_in[1:]).reshape(-1)            # per (out position)
         weights = np.broadcast_to(1.0 / np.tile(divisors, shape_in[0])[:, None], groups.shape)
         W = _rows_to_matrix(groups, weights, n_in)
@@ -218,7 +157,7 @@ def _rounding_of(layer: Layer, W: np.ndarray) -> float:
 def _append(steps: list[Step], step: Affine) -> None:
     """Append an affine step, merging with the previous one when the product is exact."""
     last = steps[-1] if steps else None
-    if isinstance(last, Affine):
+    if last is not None and last.linear:
         if last.is_selection and not np.any(last.b):
             steps[-1] = Affine(step.W @ last.W, step.b, step.rel_error, last.layers + step.layers)
             return
@@ -226,15 +165,6 @@ def _append(steps: list[Step], step: Affine) -> None:
             steps[-1] = Affine(step.W @ last.W, step.W @ last.b + step.b, last.rel_error, last.layers + step.layers)
             return
     steps.append(step)
-
-
-def _window_groups(layer: Layer, shape_in: tuple[int, ...]) -> np.ndarray:
-    """For each pooled output, the flat input indices in its window (-1 for padding)."""
-    index = np.arange(int(np.prod(shape_in)), dtype=np.float64).reshape((1,) + tuple(shape_in))
-    patches = layer.operator.window.patches(index, -1.0)            # (1, C, *out, *kernel)
-    spatial = len(shape_in) - 1
-    groups = patches.reshape(int(np.prod(patches.shape[:2 + spatial])), -1)
-    return groups.astype(np.int64)
 
 
 def _rows_to_matrix(columns: np.ndarray, values: np.ndarray, n_in: int) -> sparse.csr_matrix:
