@@ -1,8 +1,9 @@
 """Independent methods to check the engine's verdicts by, on the reference of a RandomNet
 (tests/random_nets.py): nothing here uses smtverify's bounds, encodings, attacks or executors.
 
-- exact_minimum: min over a box of max_i (A_i . net(x) - o_i), for piecewise-linear nets (ReLU, MaxPool),
-  by enumerating activation patterns depth-first (a ReLU's phase, a pooling window's winner), each
+- exact_minimum: min over a box of max_i (A_i . net(x) - o_i), for piecewise-linear nets (ReLU,
+  LeakyRelu, MaxPool), by enumerating activation patterns depth-first (a kink's phase, a pooling
+  window's winner), each
   prefix kept only if an LP finds it feasible, and an LP per complete pattern (scipy's HiGHS);
 - z3_violated: whether some x in the box meets the rows, exactly in rationals (If-terms);
 - sampled_minimum: dense sampling and a local descent (L-BFGS-B) from the best samples, the only
@@ -16,7 +17,7 @@ import numpy as np
 import z3
 from scipy.optimize import linprog, minimize
 
-from tests.random_nets import RandomNet
+from tests.random_nets import KINKS, RandomNet
 
 
 class _Region:
@@ -69,10 +70,11 @@ def exact_minimum(net: RandomNet, A: np.ndarray, lower: np.ndarray, upper: np.nd
         step = net.stages[stage]
         if step.kind == "affine":
             return visit(_Region(region.G, region.h, step.W @ region.M, step.W @ region.c + step.b), stage + 1, 0)
-        units = len(region.c) if step.kind == "Relu" else len(step.groups)
+        kink = step.kind in KINKS
+        units = len(region.c) if kink else len(step.groups)
         if unit == units:
             return visit(region, stage + 1, 0)
-        branches = _relu_branches(region, unit, lower, upper) if step.kind == "Relu" else _pool_branches(region, step, unit)
+        branches = _kink_branches(region, unit, lower, upper, step.alpha) if kink else _pool_branches(region, step, unit)
         for branch in branches:
             if len(branch.h) == len(region.h) or _feasible(branch, bounds):   # no new cut: no LP
                 visit(branch, stage, unit + 1)
@@ -81,9 +83,10 @@ def exact_minimum(net: RandomNet, A: np.ndarray, lower: np.ndarray, upper: np.nd
     return best
 
 
-def _relu_branches(region: _Region, j: int, lower: np.ndarray, upper: np.ndarray) -> list[_Region]:
-    """Neuron j active (z >= 0, passed on) and inactive (z <= 0, zeroed), where the box allows:
-    the region's value is the layer's input, each neuron replaced by its output once decided."""
+def _kink_branches(region: _Region, j: int, lower: np.ndarray, upper: np.ndarray, alpha: float) -> list[_Region]:
+    """Neuron j active (z >= 0, passed on) and inactive (z <= 0, times alpha: zeroed for a ReLU),
+    where the box allows: the region's value is the layer's input, each neuron replaced by its
+    output once decided."""
     (low,), (high,) = _range(region.M[j:j + 1], region.c[j:j + 1], lower, upper)
     branches = []
     if high > 0:
@@ -91,7 +94,7 @@ def _relu_branches(region: _Region, j: int, lower: np.ndarray, upper: np.ndarray
     if low < 0:
         off = region if high <= 0 else region.where(region.M[j:j + 1], -region.c[j:j + 1])
         M, c = off.M.copy(), off.c.copy()
-        M[j], c[j] = 0.0, 0.0
+        M[j], c[j] = alpha * M[j], alpha * c[j]
         branches.append(_Region(off.G, off.h, M, c))
     return branches
 
@@ -126,8 +129,9 @@ def z3_violated(net: RandomNet, constraints: list[tuple[np.ndarray, np.ndarray |
         if stage.kind == "affine":
             values = [z3.Sum([Fraction(float(w)) * v for w, v in zip(row, values) if w != 0] + [z3.RealVal(Fraction(float(b)))])
                       for row, b in zip(stage.W, stage.b)]
-        elif stage.kind == "Relu":
-            values = [z3.If(v >= 0, v, 0) for v in values]
+        elif stage.kind in KINKS:
+            alpha = z3.RealVal(Fraction(stage.alpha))
+            values = [z3.If(v >= 0, v, alpha * v) for v in values]
         elif stage.kind == "MaxPool":
             values = [_z3_max([values[i] for i in group]) for group in stage.groups]
         else:

@@ -19,27 +19,33 @@ from onnx import helper
 from smtverify.vnnlib import Case, InputBox, OutputConstraint, Property
 from tests.conftest import make_model, save
 
-PIECEWISE_LINEAR = ("gemm", "conv", "batchnorm", "averagepool", "pad", "maxpool")
+PIECEWISE_LINEAR = ("gemm", "conv", "batchnorm", "averagepool", "pad", "maxpool", "leakyrelu")
 SMOOTH = ("sigmoid", "tanh")
 KINDS = PIECEWISE_LINEAR + SMOOTH
 ACTIVATIONS = {"Relu": lambda z: np.maximum(z, 0.0), "Sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "Tanh": np.tanh}
+KINKS = ("Relu", "LeakyRelu")     # z below 0 scaled by the stage's alpha (0 for Relu)
+# LeakyRelu slopes drawn: ONNX's default (0.01 as float32), powers of two, and others that round
+LEAKY_ALPHAS = (float(np.float32(0.01)), 0.125, 0.3, 0.5, 1.0)
 
 
 @dataclass
 class Stage:
-    """One step of the reference on flat vectors: 'affine' (W, b), an activation, or 'MaxPool'
-    (each output the max of its row of `groups`, flat input indices)."""
+    """One step of the reference on flat vectors: 'affine' (W, b), an activation (a LeakyRelu
+    with its `alpha`), or 'MaxPool' (each output the max of its row of `groups`, flat input indices)."""
 
     kind: str
     W: np.ndarray | None = None
     b: np.ndarray | None = None
     groups: np.ndarray | None = None
+    alpha: float = 0.0
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if self.kind == "affine":
             return x @ self.W.T + self.b
         if self.kind == "MaxPool":
             return x[:, self.groups].max(axis=2)
+        if self.kind == "LeakyRelu":
+            return np.where(x >= 0, x, self.alpha * x)
         return ACTIVATIONS[self.kind](x)
 
 
@@ -65,7 +71,7 @@ class RandomNet:
 
     @property
     def piecewise_linear(self) -> bool:
-        return all(stage.kind in ("affine", "Relu", "MaxPool") for stage in self.stages)
+        return all(stage.kind in ("affine", "MaxPool") + KINKS for stage in self.stages)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The reference in float64: x (B, n_inputs) -> (B, n_outputs)."""
@@ -179,6 +185,10 @@ class _Builder:
         self._node(kind, [])
         self.stages.append(Stage(kind))
 
+    def leaky_relu(self, alpha: float) -> None:
+        self._node("LeakyRelu", [], alpha=alpha)
+        self.stages.append(Stage("LeakyRelu", alpha=float(np.float32(alpha))))
+
     def max_pool(self, kernel: tuple[int, int], strides: tuple[int, int]) -> None:
         self._node("MaxPool", [], kernel_shape=list(kernel), strides=list(strides))
         groups = _pool_groups(self.shape, kernel, strides)
@@ -208,6 +218,18 @@ def _gemm(b: _Builder) -> None:
     if b.rng.random() < 0.5:
         b.gemm(int(b.rng.integers(2, 5)))
         b.activation("Relu")
+
+
+def _leaky_relu(b: _Builder) -> None:
+    """Gemm and LeakyRelu layers (a Relu between them, or a second LeakyRelu of another alpha)."""
+    b.gemm(int(b.rng.integers(3, 6)))
+    b.leaky_relu(LEAKY_ALPHAS[int(b.rng.integers(len(LEAKY_ALPHAS)))])
+    if b.rng.random() < 0.5:
+        b.gemm(int(b.rng.integers(2, 5)))
+        if b.rng.random() < 0.5:
+            b.activation("Relu")
+        else:
+            b.leaky_relu(LEAKY_ALPHAS[int(b.rng.integers(len(LEAKY_ALPHAS)))])
 
 
 def _conv_relu(b: _Builder) -> None:
@@ -260,7 +282,7 @@ def _smooth(kind: str) -> Callable[[_Builder], None]:
 
 TEMPLATES = {"gemm": ((3,), _gemm), "conv": ((1, 3, 3), _conv_relu), "batchnorm": ((1, 3, 3), _batchnorm),
              "averagepool": ((1, 4, 3), _average_pool), "pad": ((1, 3, 3), _pad),
-             "maxpool": ((1, 3, 3), _max_pool), "sigmoid": ((3,), _smooth("Sigmoid")), "tanh": ((3,), _smooth("Tanh"))}
+             "maxpool": ((1, 3, 3), _max_pool), "leakyrelu": ((3,), _leaky_relu), "sigmoid": ((3,), _smooth("Sigmoid")), "tanh": ((3,), _smooth("Tanh"))}
 
 
 def random_net(kind: str, seed: int, folder: Path, depth: int = 0) -> RandomNet:

@@ -15,6 +15,23 @@ class Relu(Operator):
 
 
 @register
+class LeakyRelu(Operator):
+    """x for x >= 0, alpha * x below (opsets 6 and 16; opset 1's consumed_inputs is ignored)."""
+
+    op_type = "LeakyRelu"
+
+    def __init__(self, spec: NodeSpec) -> None:
+        super().__init__(spec)
+        self.alpha = float(spec.attrs.get("alpha", np.float32(0.01)))   # the float32 attribute's default
+        if not np.isfinite(self.alpha):
+            raise spec.fail(f"alpha must be finite, not {self.alpha}")
+
+    def execute(self, args: list[np.ndarray]) -> np.ndarray:
+        x = args[0]
+        return np.where(x >= 0, x, x * x.dtype.type(self.alpha))
+
+
+@register
 class Sigmoid(Operator):
     op_type = "Sigmoid"
 
