@@ -109,8 +109,7 @@ def lift(verifier: Verifier, manipulation: Manipulation, label: int, timeout: fl
     found: list[confirm.Counterexample] = []
 
     def prove(lower: np.ndarray, upper: np.ndarray, seconds: float) -> bool:
-        verifier.settings.timeout = max(seconds, MIN_SECONDS)
-        result = verifier.verify(_box_property(network, case, lower, upper))
+        result = verifier.verify(_box_property(network, case, lower, upper), timeout=max(seconds, MIN_SECONDS))
         if result.verdict == Verdict.SAFE:
             margins.append(np.inf if result.min_margin is None else result.min_margin)
             return True

@@ -20,7 +20,7 @@ from tests.test_slopes import row_property
 DEEP = [4, 16, 16, 16, 3]
 WIDE = [64, 512, 512, 512, 512, 2]          # its root bounding outlasts a 0.1 ms timeout anywhere
 ROWS = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [-1.0, 0.0, 1.0]])
-QUIET = dict(random_points=0, attack_restarts=0)   # no falsification: the root's bounds alone decide
+QUIET = {"falsify.random_points": 0, "falsify.restarts": 0}   # no falsification: the root's bounds alone decide
 
 
 def _output_lower_bound(propagator: BoundPropagator, lower: np.ndarray, upper: np.ndarray, row: np.ndarray) -> float:
@@ -38,8 +38,8 @@ def test_a_root_bounding_longer_than_the_timeout_ends_in_timeout_not_in_a_proof(
     interval = _output_lower_bound(BoundPropagator(chain, symbolic=False, backsub=False), lower, upper, row)
     assert interval < full
     prop = row_property(network, lower, upper, row, (interval + full) / 2)
-    assert Verifier(network, Settings(timeout=60.0, **QUIET)).verify(prop).verdict is Verdict.SAFE
-    cut = Verifier(network, Settings(timeout=1e-4, **QUIET)).verify(prop)
+    assert Verifier(network, Settings(timeout=60.0).replaced(QUIET)).verify(prop).verdict is Verdict.SAFE
+    cut = Verifier(network, Settings(timeout=1e-4).replaced(QUIET)).verify(prop)
     assert cut.verdict in (Verdict.TIMEOUT, Verdict.UNKNOWN)
 
 

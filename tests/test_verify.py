@@ -16,7 +16,11 @@ from smtverify.cli import main
 from smtverify.reference import OnnxRuntimeExecutor
 from smtverify.verdict import Verdict
 from smtverify.lp import LpRelaxation
-from smtverify.verify import Settings, Verifier, _Progress, _Rows, robustness_property
+from smtverify.verify import Settings, Statistics, Verifier, robustness_property
+from smtverify.verify.context import Job
+from smtverify.verify.input_branching import candidates, halves, split_dimension
+from smtverify.verify.leaves import box_leaf
+from smtverify.verify.objective import UnsafeRows
 from smtverify.vnnlib import read_vnnlib
 from tests.conftest import SHARED, make_model, needs_shared, save
 from tests.test_slopes import row_property
@@ -26,10 +30,10 @@ ACAS_SAMPLE = [("1_1", "1", "unsat"), ("2_4", "3", "unsat"), ("3_6", "4", "unsat
                ("2_2", "2", "sat"), ("4_3", "2", "sat")]
 
 
-def decide(onnx_path, vnnlib_path, timeout=60.0, **settings):
+def decide(onnx_path, vnnlib_path, timeout=60.0, settings=None):
     network = load_onnx(onnx_path)
     prop = read_vnnlib(vnnlib_path, network.n_inputs, network.n_outputs)
-    return network, prop, Verifier(network, Settings(timeout=timeout, **settings)).verify(prop)
+    return network, prop, Verifier(network, Settings(timeout=timeout).replaced(settings or {})).verify(prop)
 
 
 def assert_real_counterexample(network, prop, result):
@@ -67,7 +71,7 @@ def test_acasxu_sample(net, prop_id, expected):
 def test_a_run_stopped_early_says_how_much_of_the_box_input_splitting_proved():
     """Stopped by a budget of leaves (UNKNOWN), or of seconds on a loaded machine (TIMEOUT)."""
     network, prop, result = decide(SHARED / "acasxu/onnx/ACASXU_run2a_3_3_batch_2000.onnx",
-                                   SHARED / "acasxu/vnnlib/prop_2.vnnlib", timeout=10.0, max_leaves=200)
+                                   SHARED / "acasxu/vnnlib/prop_2.vnnlib", timeout=10.0, settings={"leaves.max_leaves": 200})
     assert result.verdict in (Verdict.UNKNOWN, Verdict.TIMEOUT)
     assert 0.0 < result.stats["proven_share"] < 1.0
     assert f"{result.stats['proven_share']:.1%} of the input box of case 1 of 1" in result.reason
@@ -78,7 +82,7 @@ def test_splitting_goes_on_after_lp_tightening_with_the_boxes_left_open():
     """The first splitting stops at once (after its first round); after LP tightening the boxes it
     left open are split on, none lost and none counted twice: their volumes add up to the box."""
     network, prop, result = decide(SHARED / "acasxu/onnx/ACASXU_run2a_1_2_batch_2000.onnx",
-                                   SHARED / "acasxu/vnnlib/prop_3.vnnlib", timeout=20.0, input_split_lp_after=1e-3)
+                                   SHARED / "acasxu/vnnlib/prop_3.vnnlib", timeout=20.0, settings={"input_split.lp_after": 1e-3})
     assert result.verdict is Verdict.SAFE and result.stats["lp"]
     assert result.stats["proven_share"] == pytest.approx(1.0)
 
@@ -93,59 +97,55 @@ def test_a_leaf_the_lp_refutes_never_reaches_z3():
     case = prop.cases[0]
     lo = np.array([0.6, 0.01953125, 0.21875, 0.45624999999999993, -0.5])
     hi = np.array([0.6798577690000001, 0.0234375, 0.234375, 0.46249999999999997, -0.475])
-    verifier = Verifier(network, Settings(input_leaf_relus=10))
-    bounds = verifier.bounds.forward(lo[None], hi[None])
-    rows = _Rows.of(case)
-    assert rows.margins(verifier.bounds.lower_bound_rows(bounds, rows.A))[0] <= 0
-    progress = _Progress()
+    verifier = Verifier(network)
+    bounds = verifier.tools.bounds.forward(lo[None], hi[None])
+    rows = UnsafeRows.of(case)
+    assert rows.margins(verifier.tools.bounds.lower_bound_rows(bounds, rows.A))[0] <= 0
+    job = Job(verifier.tools, case, verifier.settings, Statistics())
     relaxation = LpRelaxation(verifier.chain, case.box.lower, case.box.upper)
-    assert verifier._leaf(case, bounds, 0, lo, hi, progress, time.perf_counter() + 60, relaxation) is True
-    assert progress.z3_calls == 0 and progress.lp_solves >= 1
+    assert box_leaf(job, bounds, 0, lo, hi, time.perf_counter() + 60, relaxation).proven
+    assert job.stats.z3_calls == 0 and job.stats.lp_solves >= 1
     x = np.random.default_rng(0).uniform(lo, hi, (2000, 5)).astype(np.float32)
     y = OnnxRuntimeExecutor(network).logits(x.reshape((-1,) + network.input_shape))
     assert not np.any(prop.is_unsafe(x.astype(np.float64), y.astype(np.float64)))
 
 
 def test_split_dimension_leaves_a_cut_that_gains_nothing_for_the_widest_dimension():
-    from smtverify.verify import _split_dimension
 
     parent = np.array([-0.033, -0.5])
     margins = np.array([[[-0.033 + 1e-8, -0.01], [-0.0331, -0.02], [-0.04, 0.1]],      # box 0: no cut gains
                         [[-0.4, -0.3], [-0.1, 0.2], [-0.45, -0.2]]])                  # box 1: dim 1 gains
     widths = np.array([[2 ** -27, 2 ** -7, 2 ** -2], [1.0, 1.0, 1.0]])
-    assert list(_split_dimension(margins, parent, widths)) == [2, 1]
+    assert list(split_dimension(margins, parent, widths)) == [2, 1]
     lopsided = np.array([[2 ** -20, 2 ** -20, 1.0], [1.0, 1.0, 1.0]])   # box 0: dim 2 never cut yet
     gaining = np.array([[[-0.01, -0.01], [-0.02, -0.02], [-0.03, -0.02]], margins[1]])
-    assert list(_split_dimension(gaining, parent, lopsided)) == [2, 1]
+    assert list(split_dimension(gaining, parent, lopsided)) == [2, 1]
 
 
 def test_candidates_rank_dimensions_by_gain_and_keep_the_widest_in_reach():
-    from smtverify.verify import _candidates
 
     widths = np.array([[1.0, 0.5, 0.25], [1.0, 1.0, 2 ** -10]])
     scores = [np.array([0.1, 0.3, 0.2]), np.array([0.0, 0.1, 0.9])]
-    assert _candidates(widths, scores, 1).tolist() == [[False, True, False], [True, False, False]]  # 1: lopsided
-    assert _candidates(widths, scores, 2).tolist() == [[True, True, False], [True, False, True]]    # + the widest
-    assert _candidates(widths, [scores[0], None], 1).tolist() == [[False, True, False], [True] * 3]  # no score: all
-    assert _candidates(widths, scores, 0).tolist() == [[True] * 3] * 2
+    assert candidates(widths, scores, 1).tolist() == [[False, True, False], [True, False, False]]  # 1: lopsided
+    assert candidates(widths, scores, 2).tolist() == [[True, True, False], [True, False, True]]    # + the widest
+    assert candidates(widths, [scores[0], None], 1).tolist() == [[False, True, False], [True] * 3]  # no score: all
+    assert candidates(widths, scores, 0).tolist() == [[True] * 3] * 2
 
 
 def test_halves_split_each_box_along_its_own_dimension():
-    from smtverify.verify import _halves
 
     lo, hi = np.zeros((2, 3)), np.array([[2.0, 4.0, 8.0], [1.0, 1.0, 1.0]])
-    child_lo, child_hi = _halves(lo, hi, np.array([2, 0]))
+    child_lo, child_hi = halves(lo, hi, np.array([2, 0]))
     assert child_hi[0, 0].tolist() == [2.0, 4.0, 4.0] and child_lo[0, 1].tolist() == [0.0, 0.0, 4.0]
     assert child_hi[1, 0].tolist() == [0.5, 1.0, 1.0] and child_lo[1, 1].tolist() == [0.5, 0.0, 0.0]
 
 
 def test_split_dimension_picks_among_candidates_only():
-    from smtverify.verify import _split_dimension
 
     margins = np.array([[[0.5, 0.4], [-0.1, -0.2], [-np.inf, -np.inf]]])
     candidate = np.array([[False, True, True]])
     widths = np.array([[1.0, 0.5, 0.5]])
-    assert _split_dimension(margins, np.array([-1.0]), widths, candidate).tolist() == [1]
+    assert split_dimension(margins, np.array([-1.0]), widths, candidate).tolist() == [1]
 
 
 def test_certify_bundled_mlp_safe_and_unsafe():
@@ -206,11 +206,11 @@ def independent_z3(w, b, lower, upper, threshold) -> bool:
 # ReLU splitting forced (it is otherwise for inputs of more than 12 dimensions), down to domains
 # with no unstable ReLU left, or with Z3 deciding the small ones; or given up at once for the
 # root's neuron bounds refined (refine_after 0), and begun again within those.
-RELU_SPLITTING = {"input_split_max_dims": 0, "leaf_relus": 0, "root_slope_iterations": 0}
+RELU_SPLITTING = {"input_split.max_dims": 0, "leaves.relus": 0, "bounds.root_slope_steps": 0}
 
 
-@pytest.mark.parametrize("splitting", [{}, RELU_SPLITTING, RELU_SPLITTING | {"leaf_relus": 4},
-                                       RELU_SPLITTING | {"refine_after": 0.0}],
+@pytest.mark.parametrize("splitting", [{}, RELU_SPLITTING, RELU_SPLITTING | {"leaves.relus": 4},
+                                       RELU_SPLITTING | {"relu_split.refine_after": 0.0}],
                          ids=["input", "relu", "relu-z3", "relu-refined"])
 @pytest.mark.parametrize("seed", range(12))
 def test_random_networks_agree_with_sampling_and_exact_z3(tmp_path, seed, splitting):
@@ -227,7 +227,7 @@ def test_random_networks_agree_with_sampling_and_exact_z3(tmp_path, seed, splitt
                       "(declare-const Y_1 Real)\n" + "".join(
                           f"(assert (>= X_{i} {float(lower[i])!r}))\n(assert (<= X_{i} {float(upper[i])!r}))\n" for i in range(2))
                       + f"(assert (<= (- Y_0 Y_1) {threshold!r}))\n")
-    network, prop, result = decide(path, vnnlib, timeout=30, **splitting)
+    network, prop, result = decide(path, vnnlib, timeout=30, settings=splitting)
     exact_sat = independent_z3(w, b, prop.cases[0].box.lower, prop.cases[0].box.upper, threshold)
     assert result.verdict in (Verdict.SAFE, Verdict.UNSAFE)
     assert (result.verdict is Verdict.UNSAFE) == exact_sat
@@ -251,10 +251,10 @@ def test_relu_splitting_splits_domains_and_closes_them(tmp_path):
         if independent_z3(w, b, lower, upper, threshold):
             continue
         prop = row_property(network, lower, upper, [[1.0, -1.0]], threshold)
-        result = Verifier(network, Settings(timeout=30, **RELU_SPLITTING)).verify(prop)
+        result = Verifier(network, Settings(timeout=30).replaced(RELU_SPLITTING)).verify(prop)
         assert result.verdict is Verdict.SAFE and result.stats["z3_calls"] == result.stats["z3_unsat"]
         domains.append(result.stats["boxes_bounded"])
-        refined = Verifier(network, Settings(timeout=30, refine_after=0.0, **RELU_SPLITTING)).verify(prop)
+        refined = Verifier(network, Settings(timeout=30).replaced(RELU_SPLITTING | {"relu_split.refine_after": 0.0})).verify(prop)
         assert refined.verdict is Verdict.SAFE
         refinements += "refine_seconds" in refined.stats
     assert len(domains) >= 8 and max(domains) > 8
@@ -271,7 +271,7 @@ def test_relu_splitting_stopped_early_says_what_it_left_open(tmp_path):
         lower, upper = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
         row = network.logits(np.random.default_rng(seed).uniform(lower, upper, (20000, 2)), np.float64) @ [1.0, -1.0]
         prop = row_property(network, lower, upper, [[1.0, -1.0]], float(row.min()) - 0.1)
-        result = Verifier(network, Settings(timeout=30, max_leaves=0, **RELU_SPLITTING)).verify(prop)
+        result = Verifier(network, Settings(timeout=30).replaced(RELU_SPLITTING | {"leaves.max_leaves": 0})).verify(prop)
         if result.stats["boxes_bounded"] <= 2 or result.stats.get("open_domains") is None:
             continue                      # closed at the root, or by its first batch
         assert result.verdict is Verdict.UNKNOWN
@@ -291,8 +291,8 @@ def test_z3_leaves_of_relu_splitting_respect_the_phase_decisions(tmp_path):
         row = network.logits(np.random.default_rng(seed).uniform(lower, upper, (20000, 2)), np.float64) @ [1.0, -1.0]
         threshold = float(row.min()) - 0.05
         assert not independent_z3(w, b, lower, upper, threshold)
-        settings = RELU_SPLITTING | {"split_slope_iterations": 0}
-        result = Verifier(network, Settings(timeout=30, **settings)).verify(row_property(network, lower, upper, [[1.0, -1.0]], threshold))
+        settings = RELU_SPLITTING | {"relu_split.slope_steps": 0}
+        result = Verifier(network, Settings(timeout=30).replaced(settings)).verify(row_property(network, lower, upper, [[1.0, -1.0]], threshold))
         assert result.verdict is Verdict.SAFE and result.stats["unconfirmed_candidates"] == 0
 
 
