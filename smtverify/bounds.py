@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -34,6 +34,11 @@ from .steps import Affine
 # Lower bounds (B, R) of rows (R, m) . (input of step k) over each box, from the bounds of the
 # steps before k: (bounds so far, rows, k) -> bounds, before any rounding allowance.
 RowBound = Callable[["ChainBounds", np.ndarray, int], np.ndarray]
+# New bounds of some neurons of step k's input over box 0: (bounds, k, neurons) -> (lower,
+# upper, anything found on the way, e.g. candidate counterexamples).
+NeuronBound = Callable[["ChainBounds", int, np.ndarray], tuple[np.ndarray, np.ndarray, object]]
+# Bounds of box 0 again, within bounds known for each step's input (BoundPropagator.forward's `within`).
+Repropagate = Callable[["ChainBounds", tuple[list[np.ndarray], list[np.ndarray]]], "ChainBounds"]
 
 
 @dataclass
@@ -322,3 +327,25 @@ def _same_rows(x: np.ndarray) -> bool:
 
 def _interval_rows(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return lo @ np.maximum(rows, 0).T + hi @ np.minimum(rows, 0).T
+
+
+def tightened_layer_by_layer(chain: Chain, bounds: ChainBounds, neuron_bound: NeuronBound, repropagate: Repropagate,
+                             out_of_time: Callable[[], bool]) -> Iterator[tuple[ChainBounds, object]]:
+    """One box's bounds (box 0) tightened a layer at a time: the unstable inputs of every
+    splittable step from the second on (the first ones are exact already) get `neuron_bound`'s
+    bounds, intersected in, and the layers after them follow by `repropagate`. Yields each new
+    ChainBounds and what neuron_bound found with it; stops before a layer once `out_of_time()`."""
+    kinks = [k for k, step in enumerate(chain.steps) if step.splittable]
+    for k in kinks[1:]:
+        if out_of_time():
+            return
+        lo, hi = bounds.lower[k][0], bounds.upper[k][0]
+        unstable = np.flatnonzero((lo < 0) & (hi > 0))
+        if len(unstable) == 0:
+            continue
+        new_lo, new_hi, found = neuron_bound(bounds, k, unstable)
+        lower, upper = [l.copy() for l in bounds.lower[:-1]], [u.copy() for u in bounds.upper[:-1]]
+        lower[k][0, unstable] = np.maximum(lo[unstable], new_lo)
+        upper[k][0, unstable] = np.minimum(hi[unstable], new_hi)
+        bounds = repropagate(bounds, (lower, upper))
+        yield bounds, found

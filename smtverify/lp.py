@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 from scipy import sparse
 
-from .bounds import BoundPropagator, ChainBounds
+from .bounds import BoundPropagator, ChainBounds, tightened_layer_by_layer
 from .chain import Chain
 from .rounding import UNIT_ROUNDOFF
 
@@ -289,22 +289,18 @@ def tightened(relaxation: LpRelaxation, propagator: BoundPropagator, bounds: Cha
     after it. Yields the bounds after each layer and the inputs at its LP optima (candidate
     counterexamples), until the deadline."""
     box_lo, box_hi = bounds.box_lower[:1], bounds.box_upper[:1]
-    relus = [k for k, step in enumerate(relaxation.chain.steps) if step.splittable]
-    for k in relus[1:]:
-        lo, hi = bounds.lower[k][0], bounds.upper[k][0]
-        unstable = np.flatnonzero((lo < 0) & (hi > 0))
-        if len(unstable) == 0:
-            continue
-        if time.perf_counter() > deadline:
-            return
+
+    def neuron_bound(bounds: ChainBounds, k: int, unstable: np.ndarray):
         relaxation.set_bounds(bounds)
         new_lo, points_lo = relaxation.neuron_bounds(k, unstable, deadline, minimise=True)
         new_hi, points_hi = relaxation.neuron_bounds(k, unstable, deadline, minimise=False)
-        within = ([l.copy() for l in bounds.lower[:-1]], [u.copy() for u in bounds.upper[:-1]])
-        within[0][k][0, unstable] = np.maximum(lo[unstable], new_lo)
-        within[1][k][0, unstable] = np.minimum(hi[unstable], new_hi)
-        bounds = propagator.forward(box_lo, box_hi, within=within)
-        yield bounds, points_lo + points_hi
+        return new_lo, new_hi, points_lo + points_hi
+
+    def repropagate(bounds: ChainBounds, within) -> ChainBounds:
+        return propagator.forward(box_lo, box_hi, within=within)
+
+    yield from tightened_layer_by_layer(relaxation.chain, bounds, neuron_bound, repropagate,
+                                        lambda: time.perf_counter() > deadline)
 
 
 def _box_minimum(r_lo: np.ndarray, r_hi: np.ndarray, v_lo: np.ndarray, v_hi: np.ndarray) -> np.ndarray:

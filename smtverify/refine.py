@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bounds import BoundPropagator, ChainBounds
+from .bounds import BoundPropagator, ChainBounds, tightened_layer_by_layer
 from .slopes import Objective, SlopeOptimiser, SlopeSolution
 
 
@@ -101,23 +101,23 @@ class BoundRefiner:
         that long before the deadline (`forward_seconds` for the first: a measured forward; then
         the last re-propagation's), and no layer starts with less time left; every ascent and
         re-propagation stops at the deadline, its bounds sound (only looser), so this returns by it."""
-        relus = [k for k, step in enumerate(self.chain.steps) if step.splittable]
-        for k in relus[1:]:
-            if time.perf_counter() + forward_seconds > deadline:
-                break
-            lo, hi = bounds.lower[k][0], bounds.upper[k][0]
-            unstable = np.flatnonzero((lo < 0) & (hi > 0))
-            if len(unstable) == 0:
-                continue
-            new_lo, new_hi = self._neuron_bounds(bounds, k, unstable, [r for r in relus if r < k],
-                                                 deadline - forward_seconds)
-            lower, upper = [l.copy() for l in bounds.lower[:-1]], [u.copy() for u in bounds.upper[:-1]]
-            lower[k][0, unstable] = np.maximum(lo[unstable], new_lo)
-            upper[k][0, unstable] = np.minimum(hi[unstable], new_hi)
+        kinks = [k for k, step in enumerate(self.chain.steps) if step.splittable]
+
+        def neuron_bound(bounds: ChainBounds, k: int, unstable: np.ndarray):
+            before = [r for r in kinks if r < k]
+            return (*self._neuron_bounds(bounds, k, unstable, before, deadline - forward_seconds), None)
+
+        def repropagate(bounds: ChainBounds, within) -> ChainBounds:
+            nonlocal forward_seconds
             began = time.perf_counter()
-            bounds = self.propagator.forward(bounds.box_lower, bounds.box_upper, within=(lower, upper), deadline=deadline,
+            bounds = self.propagator.forward(bounds.box_lower, bounds.box_upper, within=within, deadline=deadline,
                                              row_bound=self.optimiser.row_bound(self.settings.layer_iterations, deadline))
             forward_seconds = time.perf_counter() - began
+            return bounds
+
+        for bounds, _ in tightened_layer_by_layer(self.chain, bounds, neuron_bound, repropagate,
+                                                  lambda: time.perf_counter() + forward_seconds > deadline):
+            pass
         return bounds
 
     def _neuron_bounds(self, bounds: ChainBounds, k: int, neurons: np.ndarray, before: list[int],
