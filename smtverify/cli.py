@@ -449,7 +449,7 @@ def _check_within_domain(x: np.ndarray, domain: tuple[float, float], input_path:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from .encode import write_smtlib2
+    from .smtlib import write_smtlib2
 
     _check_writable(args.output, "--output")
     write_smtlib2(args.model, args.property, args.output, args.lp_seconds)

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import z3
 
-from . import confirm, encode
+from . import confirm, encode, z3_solver
 from .bounds import BoundPropagator
 from .budget import Deadline
 from .errors import SmtVerifyError
@@ -269,7 +269,7 @@ class HiddenLayerSearch:
             return None
         target = z3.And([encoding.outputs[p] == z3.RealVal(Fraction(float(point[p]))) for p in dims])
         with interrupt_after(timeout):
-            status, x = encode.decide(encoding, target, timeout)
+            status, x = z3_solver.decide(encoding, target, timeout)
         if status == "unsat":
             report.spurious += 1
             return None

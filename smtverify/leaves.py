@@ -96,9 +96,10 @@ class LeafSolver:
         import z3
 
         from . import encode
+        from .z3_solver import Decider
 
         condition = z3.And(encode.unsafe_condition(encoding, constraints), encode.phase_condition(encoding, decisions))
-        decider = encode.one_shot(encoding, condition)
+        decider = Decider(encoding, condition)
         self.setup_seconds = time.perf_counter() - began
         remaining = deadline - time.perf_counter()
         if remaining <= 0.05:

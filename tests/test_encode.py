@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import z3
 
-from smtverify import encode
+from smtverify import encode, z3_solver
 from smtverify.bounds import BoundPropagator
 from smtverify.chain import to_chain
 from smtverify.onnx_import import load_onnx
@@ -21,7 +21,7 @@ def _exact(box: np.ndarray) -> tuple[Fraction, ...]:
 def _answers(encoding: encode.Encoding, thresholds) -> list[str]:
     """Is Y_0 - Y_1 <= t possible, for each t?"""
     y = encoding.outputs
-    return [encode.decide(encoding, y[0] - y[1] <= z3.RealVal(Fraction(t)), 30.0)[0] for t in thresholds]
+    return [z3_solver.decide(encoding, y[0] - y[1] <= z3.RealVal(Fraction(t)), 30.0)[0] for t in thresholds]
 
 
 def test_a_reused_encoder_answers_as_fresh_encodings_do(tmp_path):
