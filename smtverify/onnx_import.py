@@ -345,7 +345,7 @@ def _batch_is_safe(network: Network) -> bool:
     rng = np.random.default_rng(_FOLD_SEED)
     batch = rng.uniform(-1.0, 1.0, size=(3,) + network.input_shape)
     try:
-        together = network._run_batch(batch, np.dtype(np.float64), "output")[network.output_name]
+        together = network.run(batch, np.float64, keep="output")[network.output_name]   # batchable: at once
     except (ValueError, IndexError, TypeError):
         return False
     network.batchable = False
