@@ -49,17 +49,18 @@ TIMEOUT = 30.0
 # Falsification off (uniform points, PGD, and input splitting's deep search and local attacks),
 # and the root's slopes not optimised: its margin is then back-substitution's, which the SAFE
 # thresholds are chosen below, so the path under test has to decide.
-QUIET = dict(random_points=0, attack_restarts=0, deep_random_points=0, local_attack_every=10 ** 9,
-             root_slope_iterations=0)
+QUIET = {"falsify.random_points": 0, "falsify.restarts": 0, "falsify.deep_random_points": 0,
+         "falsify.local_attack_every": 10 ** 9, "bounds.root_slope_steps": 0}
 PATHS = {
-    "input_splitting": dict(input_split_max_dims=99),
-    "input_splitting_lp": dict(input_split_max_dims=99, input_split_lp_after=0.0),   # the LP stage at once
-    "relu_batched": dict(input_split_max_dims=0, leaf_relus=0),
-    "relu_refined": dict(input_split_max_dims=0, leaf_relus=0, refine_after=0.0),   # refined at once
-    "relu_per_node": dict(input_split_max_dims=0, leaf_relus=0, batched_relu_splitting=False),
+    "input_splitting": {"input_split.max_dims": 99},
+    "input_splitting_lp": {"input_split.max_dims": 99, "input_split.lp_after": 0.0},   # the LP stage at once
+    "relu_batched": {"input_split.max_dims": 0, "leaves.relus": 0},
+    "relu_refined": {"input_split.max_dims": 0, "leaves.relus": 0, "relu_split.refine_after": 0.0},   # refined at once
+    "relu_per_node": {"input_split.max_dims": 0, "leaves.relus": 0, "relu_split.batched": False},
     # Z3 at the root node: its bounds no tighter than the root's (no slopes, no refreshed bounds)
-    "z3_relu_leaves": dict(input_split_max_dims=0, leaf_relus=99, split_slope_iterations=0, refresh_iterations=0),
-    "z3_input_leaves": dict(input_split_max_dims=99, input_leaf_relus=99, slope_iterations=0),
+    "z3_relu_leaves": {"input_split.max_dims": 0, "leaves.relus": 99, "relu_split.slope_steps": 0,
+                       "relu_split.refresh_steps": 0},
+    "z3_input_leaves": {"input_split.max_dims": 99, "input_split.leaf_relus": 99, "input_split.slope_steps": 0},
 }
 # Building an instance (its exact minima) is the slow part of drawing it, by design.
 SLOW_DRAWS = settings(suppress_health_check=[HealthCheck.too_slow])
@@ -197,7 +198,7 @@ def instances(kind: str, folder):
 
 
 def decide(instance: Instance, thresholds: list[float], boxes: list | None = None, **settings) -> Result:
-    return Verifier(instance.network, Settings(timeout=TIMEOUT, **settings)).verify(instance.prop(thresholds, boxes))
+    return Verifier(instance.network, Settings(timeout=TIMEOUT).replaced(settings)).verify(instance.prop(thresholds, boxes))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -295,8 +296,8 @@ def test_a_big_net_with_a_tiny_timeout_stops_undecided(path, tmp_path):
     row = np.array([[1.0, -1.0, 0.0, 0.0, 0.0]])
     sampled = network.logits(np.random.default_rng(0).uniform(lower, upper, (2000, 5)), np.float64) @ row.T
     prop = row_property(network, lower, upper, row, float(sampled.min()) - 1.0)
-    forced = {} if path == "default" else dict(**QUIET, **PATHS[path])
-    result = Verifier(network, Settings(timeout=0.5, **forced)).verify(prop)
+    forced = {} if path == "default" else QUIET | PATHS[path]
+    result = Verifier(network, Settings(timeout=0.5).replaced(forced)).verify(prop)
     assert result.verdict in (Verdict.TIMEOUT, Verdict.UNKNOWN), (result.verdict, result.stats)
 
 
@@ -327,7 +328,7 @@ def test_a_single_point_is_decided_exactly(kind, tmp_path):
     value = float((net.forward(x[None]) @ A.T)[0, 0])
     network = load_onnx(net.path)
     for threshold in (np.nextafter(value, -np.inf), value, np.nextafter(value, np.inf)):
-        result = Verifier(network, Settings(timeout=TIMEOUT, **QUIET)).verify(as_property(net, [(x, x)], (FIRST_ROW,), [threshold]))
+        result = Verifier(network, Settings(timeout=TIMEOUT).replaced(QUIET)).verify(as_property(net, [(x, x)], (FIRST_ROW,), [threshold]))
         exactly = z3_violated(net, [(A, threshold)], x, x)
         if result.verdict is Verdict.UNSAFE:
             assert_real_counterexample(net, [(x, x)], (FIRST_ROW,), [threshold], result.counterexample)
@@ -349,8 +350,8 @@ def test_a_case_without_rows_or_without_constraints_is_decided_at_once(kind, tmp
     no_float32 = (np.full(net.n_inputs, 0.1), np.full(net.n_inputs, 0.1))       # 0.1 is no float32
     no_rows = (Condition(np.zeros((0, 3)), np.zeros(0), np.zeros(0, bool)),)
     for path in ["default"] + list(PATHS):
-        forced = {} if path == "default" else dict(**QUIET, **PATHS[path])
-        verifier = Verifier(network, Settings(timeout=TIMEOUT, **forced))
+        forced = {} if path == "default" else QUIET | PATHS[path]
+        verifier = Verifier(network, Settings(timeout=TIMEOUT).replaced(forced))
         always = verifier.verify(as_property(net, [box], no_rows, [0.0]))
         assert always.verdict is Verdict.UNSAFE
         assert_real_counterexample(net, [box], no_rows, [0.0], always.counterexample)

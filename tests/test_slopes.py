@@ -230,7 +230,7 @@ def test_optimised_slopes_decide_at_the_root_what_back_substitution_must_split(t
     network, lower, upper = network_and_box(tmp_path, 3)
     prop = row_property(network, lower, upper, [[1.0, -1.0, 0.0]], -0.25)
     optimised = Verifier(network, Settings(timeout=60)).verify(prop)
-    plain = Verifier(network, Settings(timeout=60, root_slope_iterations=0, slope_iterations=0)).verify(prop)
+    plain = Verifier(network, Settings(timeout=60).replaced({"bounds.root_slope_steps": 0, "input_split.slope_steps": 0})).verify(prop)
     assert optimised.verdict is Verdict.SAFE and plain.verdict is Verdict.SAFE
     assert optimised.stats["boxes_bounded"] == 1 < plain.stats["boxes_bounded"]
 
@@ -238,8 +238,8 @@ def test_optimised_slopes_decide_at_the_root_what_back_substitution_must_split(t
 def test_boxes_closed_by_optimised_slopes_are_not_split_again(tmp_path):
     network, lower, upper = network_and_box(tmp_path, 3)
     prop = row_property(network, lower, upper, [[1.0, -1.0, 0.0]], -0.18)
-    in_split = Verifier(network, Settings(timeout=60, root_slope_iterations=0)).verify(prop)
-    plain = Verifier(network, Settings(timeout=60, root_slope_iterations=0, slope_iterations=0)).verify(prop)
+    in_split = Verifier(network, Settings(timeout=60).replaced({"bounds.root_slope_steps": 0})).verify(prop)
+    plain = Verifier(network, Settings(timeout=60).replaced({"bounds.root_slope_steps": 0, "input_split.slope_steps": 0})).verify(prop)
     assert in_split.verdict is Verdict.SAFE and plain.verdict is Verdict.SAFE
     assert in_split.stats["boxes_bounded"] < plain.stats["boxes_bounded"]
 
