@@ -2,11 +2,12 @@
 
 Three passes, each sound on its own, intersected:
 - interval arithmetic, step by step;
-- forward symbolic bounds: each neuron kept between two linear functions of the input (ReLU
-  relaxed by the triangle's upper side and a 0-or-identity lower side), concretised per step;
+- forward symbolic bounds: each neuron kept between two linear functions of the input (a kink,
+  ReLU or LeakyRelu, relaxed by the triangle's upper side and the identity or its inactive line
+  below), concretised per step;
 - backward substitution for the output rows being decided: each row `a . y` is bounded as one
   linear form, pushed back through every step using the relaxations the forward pass fixed.
-A ReLU whose input bounds do not straddle 0 is exactly linear here (no relaxation), and the
+A kink whose input bounds do not straddle 0 is exactly linear here (no relaxation), and the
 bounds of every step's input are the regions eta_k of the DLV method (condition 1).
 
 Floating point: every computed bound is widened by an a-priori error bound (Higham's gamma_n)
@@ -106,8 +107,9 @@ class BoundPropagator:
         self.symbolic = symbolic
         self.backsub = backsub            # back-substitute still-unstable neurons before relaxing them
         self.max_backsub = max_backsub
-        # The output rows are back-substituted a second time with every unstable ReLU's lower side
-        # 0, and each keeps the better bound: CROWN's per-neuron choice by area can lose much more.
+        # The output rows are back-substituted a second time with every unstable kink's lower side its
+        # inactive line (0 for a ReLU), and each keeps the better bound: CROWN's per-neuron choice by
+        # area can lose much more.
         # Measured on ACAS Xu: 4_9/prop_3 8.5 s -> 0.3 s, 1_1/prop_5 timeout -> 56 s. (Doing the
         # same for the hidden neurons' bounds cost twice the time and lost more than it won.)
         self.flat_too = flat_too
@@ -126,7 +128,7 @@ class BoundPropagator:
                 row_bound: "RowBound | None" = None, tighten_after: int = -1, end: int | None = None,
                 deadline: float = np.inf) -> ChainBounds:
         """Bounds for boxes lower/upper (B, n). `fixed` lists (step, active_mask, inactive_mask)
-        ReLU phase decisions (branch and bound): an active ReLU's input is >= 0, an inactive's <= 0.
+        kink phase decisions (branch and bound): an active kink's input is >= 0, an inactive's <= 0.
         `within` gives bounds known for each step's input (B rows each), e.g. those of the box a
         box was split from: they are intersected in, so splitting never loosens a layer.
         `row_bound` replaces back-substitution for the unstable neurons (e.g. optimised slopes);
@@ -240,7 +242,7 @@ class BoundPropagator:
 
     def _backward_with(self, bounds: ChainBounds, Lam: np.ndarray, end: int, flat: bool = False,
                        owner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One substitution (the ReLUs' flat lower sides if asked), less its rounding allowance,
+        """One substitution (the kinks' flat lower sides if asked), less its rounding allowance,
         and the input coefficients it ends with."""
         const = np.zeros(Lam.shape[:2])
         error = RoundingAllowance(bounds, Lam.shape[:2], owner)

@@ -36,7 +36,7 @@ class SlopeSettings:
     iterations: int = 20
     step_size: float = 0.2      # Adam's learning rate, for slopes in [0, 1]
     mix_step_size: float = 0.1  # ... and for combination weights (normalised to sum 1)
-    beta_step_size: float = 0.05  # ... and for the multipliers of ReLU phase decisions
+    beta_step_size: float = 0.05  # ... and for the multipliers of kink phase decisions
 
 
 def supports(chain: Chain) -> bool:
@@ -96,7 +96,7 @@ class SlopeOptimiser:
         """Lower bounds of each objective row (B, R), less the rounding allowance of step `end`'s
         input (unless the caller subtracts it). `stop(values)` may end the ascent early (e.g. once
         every box is refuted); `finished(values)` (B,) marks boxes whose ascent may end, which are
-        dropped from it (a refuted row of a ReLU-splitting domain). `splits[k]` (B, m) marks ReLU
+        dropped from it (a refuted row of a ReLU-splitting domain). `splits[k]` (B, m) marks kink
         phase decisions at step k's input: -1 where it is >= 0 (active), +1 where it is <= 0
         (inactive), 0 elsewhere; each gets a multiplier of its own, optimised too (beta-CROWN):
         the bound then respects the decisions over the whole input box, not only through the
@@ -195,7 +195,7 @@ class SlopeOptimiser:
                             gradient: bool = True):
         """The substitution's bound (less its rounding allowance), and its gradient with respect
         to every step's slopes, to the rows themselves, and to `terms[k]` (B, R, m): coefficients
-        added at ReLU step k's input (the split multipliers; reverse mode, by hand); and each row's
+        added at kink step k's input (the split multipliers; reverse mode, by hand); and each row's
         box corner minimising the bound (B, R, n_in). Not `exact`: in float32 (every array given
         must be float32), an estimate for the ascent, less the allowance the float64 substitution
         would subtract (else the ascent stops short of what that can prove). Without `gradient`,
@@ -246,7 +246,7 @@ class SlopeOptimiser:
 
 @dataclass
 class _State:
-    """What an ascent optimises, over all its boxes (B, R, ...): slopes and multipliers per ReLU
+    """What an ascent optimises, over all its boxes (B, R, ...): slopes and multipliers per kink
     step, and the combination weights (None: the objective's rows as they are)."""
 
     slopes: dict[int, np.ndarray]
@@ -372,7 +372,7 @@ def _late(began: float, deadline: float) -> bool:
 
 
 def _signs(splits: "dict[int, np.ndarray] | None", end: int) -> dict[int, np.ndarray]:
-    """The ReLU decisions before step `end` that decide something, as (B, 1, m) signs."""
+    """The kink decisions before step `end` that decide something, as (B, 1, m) signs."""
     return {k: sign[:, None, :].astype(np.float64) for k, sign in (splits or {}).items() if k < end and np.any(sign)}
 
 
@@ -381,7 +381,7 @@ def _cast(arrays: dict[int, np.ndarray], dtype) -> dict[int, np.ndarray]:
 
 
 def _in_float32(bounds: ChainBounds) -> ChainBounds:
-    """The box and the ReLUs' upper sides in float32, for the ascent's estimates."""
+    """The box and the kinks' upper sides in float32, for the ascent's estimates."""
     relaxations = {k: replace(r, upper_slope=r.upper_slope.astype(np.float32),
                               upper_offset=r.upper_offset.astype(np.float32)) for k, r in bounds.relaxations.items()}
     return ChainBounds(bounds.lower, bounds.upper, bounds.slack, relaxations,
