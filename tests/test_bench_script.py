@@ -36,6 +36,15 @@ def test_smoke_suite_row_and_record(tmp_path):
     text = markdown.read_text()
     assert "| smoke | 5 | 1 | 4 | 0 | 0 | 0 | 0 |" in text and "--suites smoke" in text
     assert text.endswith("## History\nkept\n")
+    compared = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_bench.py"), str(tmp_path / "record.json"),
+                               str(tmp_path / "record.json")], capture_output=True, text=True, timeout=60)
+    assert compared.returncode == 0 and "smoke          5             5              5" in compared.stdout
+    changed = json.loads((tmp_path / "record.json").read_text())
+    changed["suites"]["smoke"]["instances"][0]["smtverify"] = "timeout"
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    compared = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_bench.py"), str(tmp_path / "record.json"),
+                               str(tmp_path / "changed.json")], capture_output=True, text=True, timeout=60)
+    assert compared.returncode == 1 and "-> timeout" in compared.stdout
 
 
 def test_recheck_accepts_a_real_counterexample_and_rejects_a_forged_one(tmp_path):
