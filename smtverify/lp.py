@@ -31,10 +31,9 @@ from scipy import sparse
 
 from .bounds import BoundPropagator, ChainBounds, tightened_layer_by_layer
 from .chain import Chain
-from .rounding import UNIT_ROUNDOFF
+from .rounding import gamma_n
 
 INF = float("inf")
-SAFETY = 4.0               # factor on a-priori rounding-error bounds, as in bounds.py
 MAX_NONZEROS = 2_000_000   # beyond this a simplex solve costs more than branch and bound gains
 
 
@@ -56,10 +55,6 @@ def _quiet_stdout() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def _gamma(n: int) -> float:
-    return SAFETY * n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)
 
 
 @dataclass
@@ -272,14 +267,14 @@ class LpRelaxation:
             Aty[z] -= slope * part
             magnitude[z] += slope * np.abs(part)
         reduced = objective - Aty
-        error = _gamma(self._column_terms) * (np.abs(objective) + magnitude)
+        error = gamma_n(self._column_terms) * (np.abs(objective) + magnitude)
         column_terms = _box_minimum(reduced - error, reduced + error, self.col_lower, self.col_upper)
         row_bounds = np.where(y > 0, self.row_lower, self.row_upper)
         row_terms = y * np.where(y != 0, row_bounds, 0.0)
         terms = np.concatenate([column_terms, row_terms, [constant]])
         if not np.all(np.isfinite(terms)):
             return -INF
-        return float(terms.sum() - _gamma(len(terms) + 2) * np.abs(terms).sum())
+        return float(terms.sum() - gamma_n(len(terms) + 2) * np.abs(terms).sum())
 
 
 def tightened(relaxation: LpRelaxation, propagator: BoundPropagator, bounds: ChainBounds, deadline: float

@@ -14,10 +14,14 @@ UNIT_ROUNDOFF = 2.0 ** -53
 SAFETY = 4.0   # factor on the rounding-error bound, for summation orders BLAS may choose
 
 
+def gamma_n(n: int) -> float:
+    """Higham's gamma_n, times SAFETY: a relative error bound of n rounded operations in a row."""
+    return SAFETY * n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)
+
+
 def gamma(length: int, rel_error: float = 0.0) -> float:
     """The relative error bound of a dot product of `length` terms, plus a step's own rel_error."""
-    n = length + 2
-    return SAFETY * n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF) + rel_error * (1 + SAFETY * UNIT_ROUNDOFF)
+    return gamma_n(length + 2) + rel_error * (1 + SAFETY * UNIT_ROUNDOFF)
 
 
 @dataclass
