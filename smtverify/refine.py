@@ -24,26 +24,15 @@ from .bounds import BoundPropagator, ChainBounds, tightened_layer_by_layer
 from .slopes import Objective, SlopeOptimiser, SlopeSolution
 
 
-@dataclass
+@dataclass(frozen=True)
 class RefineSettings:
-    # Splits of each neuron bound's worst leaf. 256x4 prop_6 eps 0.03: 16 / 32 / 64 took neuron 7's
-    # upper bound 1.06 -> 0.30 / 0.13 / 0.01. Whole decisions, 32 -> 64 splits: 256x4 prop_6 eps 0.03
-    # 137 -> 106 s, eps 0.05 prop_4 87 -> 66 s, prop_7 67 -> 51 s; 256x6 eps 0.05 prop_10 61 -> 69 s,
-    # prop_3 46 -> 36 s, prop_0 50 -> 41 s (tighter early layers leave later ones less to refine).
-    # 64 -> 128: 256x4 eps 0.05 prop_9 timeout -> 123 s (unsolved before), prop_6 eps 0.03
-    # 106 -> 82 s; but prop_4 66 -> 72 s, prop_7 51 -> 59 s, 256x6 prop_10 69 -> 84 s, prop_3 36 -> 63 s.
-    # An instance more solved outweighs slower proofs well inside the timeout.
-    splits: int = 128
-    iterations: int = 20    # slope and multiplier ascent per root leaf
-    # ... and per child, from its parent's slopes and multipliers: MNIST-FC 256x4 eps 0.05, refining
-    # prop_4 18 s and prop_7 12 s, against 25 s and 17 s with 20 steps from CROWN's slopes; the same
-    # domains after it (3 000 and 3 100). Leaves count for more than their ascent's steps: refining
-    # all of 256x4 prop_6 eps 0.03, 10 / 5 / 3 steps: root margin -0.41 / -0.45 / -0.49 in 115 / 74
-    # / 61 s (64 splits of 10 steps: -0.90 in 60 s). Whole decisions, 10 -> 3 steps (two side by
-    # side): 256x4 prop_6 eps 0.03 236 -> 110 s, prop_7 eps 0.05 145 -> 76 s; 256x6 prop_3 eps 0.05 90 -> 67 s.
-    warm_iterations: int = 3
+    """The refining branch and bound's knobs (docs/tuning.md has the measurements behind them)."""
+
+    splits: int = 128           # splits of each neuron bound's worst leaf
+    iterations: int = 20        # slope and multiplier ascent per root leaf
+    warm_iterations: int = 3    # ... and per child, from its parent's slopes and multipliers
     layer_iterations: int = 20  # the later layers' bounds re-optimised after each refined layer
-    max_leaves: int = 4096  # bounded per call
+    max_leaves: int = 4096      # bounded per call
 
 
 @dataclass

@@ -31,7 +31,7 @@ from .chain import Chain
 from .rounding import RoundingAllowance
 
 
-@dataclass
+@dataclass(frozen=True)
 class SlopeSettings:
     iterations: int = 20
     step_size: float = 0.2      # Adam's learning rate, for slopes in [0, 1]
