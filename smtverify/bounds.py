@@ -234,7 +234,7 @@ class BoundPropagator:
         value = value - np.einsum("brm,bm->br", np.abs(Lam), bounds.slack[-1])
         return np.maximum(value, _interval_rows(rows, bounds.lower[-1], bounds.upper[-1])), coefficients
 
-    def _backward(self, bounds: ChainBounds, Lam: np.ndarray, end: int, owner: np.ndarray | None = None) -> np.ndarray:
+    def back_substitute(self, bounds: ChainBounds, Lam: np.ndarray, end: int, owner: np.ndarray | None = None) -> np.ndarray:
         """Lower bound of Lam . (input of step `end`) over each box, by substitution back to the
         input through steps end-1 .. 0 with the relaxations already fixed. Lam (B, R, m); or,
         with `owner`, Lam (P, R, m) whose row set p belongs to box owner[p]."""
@@ -299,7 +299,7 @@ class BoundPropagator:
         rows = np.zeros((2 * unstable.size, m))
         rows[np.arange(unstable.size), unstable] = 1.0                   # lower bound of z_j
         rows[unstable.size + np.arange(unstable.size), unstable] = -1.0  # lower bound of -z_j
-        found = row_bound(out, rows, k) if row_bound is not None else self._backward(out, rows[None].copy(), k)
+        found = row_bound(out, rows, k) if row_bound is not None else self.back_substitute(out, rows[None].copy(), k)
         found = found - slack[:, np.concatenate([unstable, unstable])]
         lo, hi = lo.copy(), hi.copy()
         lo[:, unstable] = np.maximum(lo[:, unstable], found[:, :unstable.size])
@@ -315,7 +315,7 @@ class BoundPropagator:
         Lam = np.zeros((owner.size, 2, lo.shape[1]))
         Lam[np.arange(owner.size), 0, neuron] = 1.0                       # lower bound of z_j
         Lam[np.arange(owner.size), 1, neuron] = -1.0                      # lower bound of -z_j
-        found = self._backward(out, Lam, k, owner) - slack[owner, neuron][:, None]
+        found = self.back_substitute(out, Lam, k, owner) - slack[owner, neuron][:, None]
         lo, hi = lo.copy(), hi.copy()
         lo[owner, neuron] = np.maximum(lo[owner, neuron], found[:, 0])
         hi[owner, neuron] = np.minimum(hi[owner, neuron], -found[:, 1])

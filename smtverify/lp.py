@@ -174,7 +174,7 @@ class LpRelaxation:
         objective[out] = weights @ A
         if self._infeasible():
             return LpBound(self._certify_empty(), None, {})
-        value = self._certify(objective, -float(weights @ b), duals)
+        value = self.certified_bound(objective, -float(weights @ b), duals)
         scores = {k: np.abs(duals[first:first + len(s)]) * np.maximum(-self.col_lower[self.offsets[k]:self.offsets[k + 1]], 0)
                   * s for k, (first, s) in self.triangles.items()}
         return LpBound(value, self._optimum(), scores)
@@ -195,7 +195,7 @@ class LpRelaxation:
             cost = np.zeros(self.n_cols)
             cost[self.offsets[value] + j] = sign
             solution = self._solve(cost)
-            found[i] = self._certify(cost, 0.0, np.asarray(solution.row_dual))
+            found[i] = self.certified_bound(cost, 0.0, np.asarray(solution.row_dual))
             point = self._optimum()
             if point is not None:
                 points.append(point)
@@ -233,7 +233,7 @@ class LpRelaxation:
             return -INF
         ray = np.asarray(ray)[:len(self.row_lower)]
         zero = np.zeros(self.n_cols)
-        return INF if max(self._certify(zero, 0.0, ray), self._certify(zero, 0.0, -ray)) > 0 else -INF
+        return INF if max(self.certified_bound(zero, 0.0, ray), self.certified_bound(zero, 0.0, -ray)) > 0 else -INF
 
     def _solve_max(self, A: np.ndarray, b: np.ndarray, out: slice):
         """min t s.t. A_i . y - t <= b_i; the rows' duals, normalised to sum 1, weight the rows."""
@@ -254,7 +254,7 @@ class LpRelaxation:
         weights = mu / mu.sum() if mu.sum() > 0 else np.full(len(b), 1.0 / len(b))
         return weights, solution
 
-    def _certify(self, objective: np.ndarray, constant: float, duals: np.ndarray) -> float:
+    def certified_bound(self, objective: np.ndarray, constant: float, duals: np.ndarray) -> float:
         """Weak duality, with outward rounding: a lower bound of objective . v + constant over every
         v in the column box satisfying the rows, in exact arithmetic."""
         y = np.where(np.isfinite(np.where(duals > 0, self.row_lower, self.row_upper)), duals, 0.0)

@@ -117,7 +117,7 @@ class SlopeOptimiser:
             began = time.perf_counter()
             rows, rhs = ascent.rows()
             terms = {k: ascent.betas[k] * ascent.signs[k] for k in ascent.signs}
-            value, grad_slopes, grad_lam, grad_terms, _ = self._bound_and_gradient(
+            value, grad_slopes, grad_lam, grad_terms, _ = self.bound_and_gradient(
                 ascent.bounds, rows, ascent.slopes, end, terms, exact=False)
             if allowance:
                 value = value - np.einsum("brm,bm->br", np.abs(rows), ascent.bounds.slack[end])
@@ -146,7 +146,7 @@ class SlopeOptimiser:
         else:
             rows, rhs = np.broadcast_to(objective.A, (len(bounds.box_lower),) + objective.A.shape), objective.b
         terms = {k: betas[k] * signs[k] for k in signs}
-        value, _, _, _, corners = self._bound_and_gradient(bounds, rows, slopes, end, terms, gradient=False)
+        value, _, _, _, corners = self.bound_and_gradient(bounds, rows, slopes, end, terms, gradient=False)
         value = value - rhs
         if allowance:
             value = value - np.einsum("brm,bm->br", np.abs(rows), bounds.slack[end])
@@ -173,7 +173,7 @@ class SlopeOptimiser:
         terms = {k: (solution.betas[k][boxes] * sign[:, None, :]).astype(np.float32)
                  for k, sign in splits.items() if k in solution.betas}
         rows = (objective.M @ objective.A).astype(np.float32)
-        value = self._bound_and_gradient(_in_float32(bounds), rows, slopes, end, terms, exact=False, gradient=False)[0]
+        value = self.bound_and_gradient(_in_float32(bounds), rows, slopes, end, terms, exact=False, gradient=False)[0]
         return value - objective.M @ objective.b
 
     def row_bound(self, iterations: int, deadline: float = np.inf) -> RowBound:
@@ -190,9 +190,9 @@ class SlopeOptimiser:
         slope = bounds.relaxations[k].lower_slope
         return np.broadcast_to(slope[:, None, :], (slope.shape[0], rows, slope.shape[1])).copy()
 
-    def _bound_and_gradient(self, bounds: ChainBounds, Lam: np.ndarray, slopes: dict[int, np.ndarray], end: int,
-                            terms: "dict[int, np.ndarray] | None" = None, exact: bool = True,
-                            gradient: bool = True):
+    def bound_and_gradient(self, bounds: ChainBounds, Lam: np.ndarray, slopes: dict[int, np.ndarray], end: int,
+                           terms: "dict[int, np.ndarray] | None" = None, exact: bool = True,
+                           gradient: bool = True):
         """The substitution's bound (less its rounding allowance), and its gradient with respect
         to every step's slopes, to the rows themselves, and to `terms[k]` (B, R, m): coefficients
         added at kink step k's input (the split multipliers; reverse mode, by hand); and each row's

@@ -12,7 +12,7 @@ from smtverify import load_onnx
 from smtverify.cli import main
 from smtverify.reference import OnnxRuntimeExecutor
 from smtverify.vnnlib import read_vnnlib
-from tests.conftest import SHARED, benchmark_instances, benchmark_networks, needs_shared, vnnlib_suites
+from tests.conftest import benchmark_instances, benchmark_networks, needs_shared, vnnlib_suites
 
 pytestmark = needs_shared
 

@@ -30,19 +30,19 @@ def test_gradient_matches_finite_differences(tmp_path):
     rng = np.random.default_rng(0)
     slopes = {k: rng.uniform(0, 1, (1, len(ROWS), bounds.lower[k].shape[1])) for k in bounds.relaxations}
     Lam = ROWS[None].copy()
-    value, grad_slopes, grad_rows, _, _ = optimiser._bound_and_gradient(bounds, Lam, slopes, end)
+    value, grad_slopes, grad_rows, _, _ = optimiser.bound_and_gradient(bounds, Lam, slopes, end)
     checked = 0
     for k, grad in grad_slopes.items():
         for j in np.flatnonzero((bounds.lower[k][0] < 0) & (bounds.upper[k][0] > 0))[:4]:
             moved = {key: s.copy() for key, s in slopes.items()}
             moved[k][0, :, j] += 1e-6
-            changed = optimiser._bound_and_gradient(bounds, Lam, moved, end)[0]
+            changed = optimiser.bound_and_gradient(bounds, Lam, moved, end)[0]
             assert np.allclose((changed - value) / 1e-6, grad[0, :, j], atol=1e-4)
             checked += 1
     assert checked > 0
     moved = Lam.copy()
     moved[0, 0, 1] += 1e-6
-    changed = optimiser._bound_and_gradient(bounds, moved, slopes, end)[0]
+    changed = optimiser.bound_and_gradient(bounds, moved, slopes, end)[0]
     assert np.isclose((changed - value)[0, 0] / 1e-6, grad_rows[0, 0, 1], atol=1e-4)
 
 
@@ -80,11 +80,11 @@ def test_gradient_of_split_terms_matches_finite_differences(tmp_path):
     slopes = {k: r.lower_slope[:, None, :].repeat(len(ROWS), axis=1) for k, r in bounds.relaxations.items()}
     k = min(bounds.relaxations)
     terms = {k: np.random.default_rng(1).normal(size=(1, len(ROWS), bounds.lower[k].shape[1]))}
-    value, _, _, grad_terms, _ = optimiser._bound_and_gradient(bounds, ROWS[None].copy(), slopes, end, terms)
+    value, _, _, grad_terms, _ = optimiser.bound_and_gradient(bounds, ROWS[None].copy(), slopes, end, terms)
     for j in range(3):
         moved = {k: terms[k].copy()}
         moved[k][0, :, j] += 1e-6
-        changed = optimiser._bound_and_gradient(bounds, ROWS[None].copy(), slopes, end, moved)[0]
+        changed = optimiser.bound_and_gradient(bounds, ROWS[None].copy(), slopes, end, moved)[0]
         assert np.allclose((changed - value) / 1e-6, grad_terms[k][0, :, j], atol=1e-4)
 
 
@@ -133,7 +133,7 @@ def test_the_bounds_returned_are_the_float64_substitution_of_the_state_returned(
         assert all(v.dtype == np.float64 for v in [*solution.slopes.values(), *solution.betas.values()])
         multipliers += solution.betas[k].sum()
         terms = {k: solution.betas[k] * split[:, None, :]}
-        exact = optimiser._bound_and_gradient(root, ROWS[None].copy(), solution.slopes, end, terms)[0]
+        exact = optimiser.bound_and_gradient(root, ROWS[None].copy(), solution.slopes, end, terms)[0]
         assert np.allclose(solution.values, exact - np.abs(ROWS) @ root.slack[end][0], rtol=0, atol=1e-12)
     assert multipliers > 0
 
@@ -278,9 +278,9 @@ def test_back_substitution_and_slopes_allow_for_their_own_rounding(tmp_path):
         propagator = BoundPropagator(chain, flat_too=False)
         bounds = propagator.forward(lower[None], upper[None])
         exact = _exact_substitution(chain, bounds, rows)
-        back = propagator._backward(bounds, rows[None].copy(), len(chain.steps))[0]
+        back = propagator.back_substitute(bounds, rows[None].copy(), len(chain.steps))[0]
         crown = {k: r.lower_slope[:, None, :].repeat(len(rows), axis=1) for k, r in bounds.relaxations.items()}
-        slopes = SlopeOptimiser(propagator)._bound_and_gradient(bounds, rows[None].copy(), crown, len(chain.steps))[0][0]
+        slopes = SlopeOptimiser(propagator).bound_and_gradient(bounds, rows[None].copy(), crown, len(chain.steps))[0][0]
         for computed in (back, slopes):
             assert all(Fraction(float(v)) <= e for v, e in zip(computed, exact))
             assert max(float(e) - v for v, e in zip(computed, exact)) < 1e-9
