@@ -116,8 +116,7 @@ def decide(instance: Instance, timeout: float, settings: Settings | None = None)
         network = load_onnx(instance.onnx)
         prop = read_vnnlib(instance.vnnlib, network.n_inputs, network.n_outputs)
         left = max(0.0, timeout - (time.perf_counter() - start))
-        chosen = Settings(**{**(settings or Settings()).__dict__, "timeout": left})
-        return Verifier(network, chosen).verify(prop), None
+        return Verifier(network, settings or Settings()).verify(prop, timeout=left), None
     except SmtVerifyError as error:
         return None, Failure(str(error), internal=False)
     except Exception as error:     # a defect of smtverify's (MemoryError too): reported, never hidden

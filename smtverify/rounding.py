@@ -89,6 +89,11 @@ class RoundingAllowance:
         norm = self.next_norm if self.next_norm is not None else norms(Lam_out)
         self.total += gamma(Lam_out.shape[2]) * (norm * ((1 + slope) * magnitude + offset) + np.abs(const))
 
+    def coefficients_changed(self) -> None:
+        """Terms were added to the coefficients after a nonlinear step (split multipliers): the
+        affine step's norm no longer bounds them, so a nonlinear step next measures its own."""
+        self.next_norm = None
+
     def final(self, Lam: np.ndarray, const: np.ndarray) -> None:
         """The concretisation over the box: sum of Lam * corner, plus const."""
         corner = self.pick(np.maximum(np.abs(self.bounds.box_lower), np.abs(self.bounds.box_upper)))

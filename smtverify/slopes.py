@@ -221,6 +221,7 @@ class SlopeOptimiser:
                 error.nonlinear(r, k, Lam_out, const)
                 if k in terms:
                     Lam = Lam + terms[k]
+                    error.coefficients_changed()
         lo, hi = bounds.box_lower[:, None, :], bounds.box_upper[:, None, :]
         error.final(Lam, const)
         value = np.sum(np.where(Lam > 0, Lam * lo, Lam * hi), axis=2) + const - error.total

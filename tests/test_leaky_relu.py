@@ -202,6 +202,19 @@ def test_an_alpha_outside_0_1_is_refused_by_name(tmp_path):
         to_chain(load_onnx(net.path))
 
 
+def test_a_slope_the_float32_ascent_cannot_keep_is_refused():
+    """The slope ascent clips slopes at alpha in float32: an alpha that is not a float32 would be
+    rounded below itself there, and the lower line y >= s z would no longer hold for z < 0 (a
+    bound of -0.0099999998 above the true minimum -0.01 over [-1, 0.5] at alpha 0.01 in float64).
+    An ONNX attribute is always a float32; a step built by hand is checked."""
+    from smtverify.steps import LeakyRelu
+
+    assert LeakyRelu(2, [], float(np.float32(0.01))).negative_slope == float(np.float32(0.01))
+    for alpha in (0.01, -0.5, 1.5):
+        with pytest.raises(ValueError, match="float32 in \\[0, 1\\]"):
+            LeakyRelu(2, [], alpha)
+
+
 def test_bounds_and_optimised_slopes_hold_and_stay_in_range(tmp_path):
     """Every bound (interval, back-substituted, optimised) contains the sampled values, and the
     optimised lower-side slopes of a LeakyRelu lie in [alpha, 1]."""

@@ -25,6 +25,14 @@ class Kink(Elementwise):
     negative_slope: float = 0.0
     splittable: ClassVar[bool] = True
 
+    def __post_init__(self) -> None:
+        """The relaxations need a convex, non-decreasing kink (a in [0, 1]); the slope ascent
+        runs in float32 and clips slopes at a, which is sound only where a is a float32 (an
+        ONNX attribute always is): a slope rounded below a would not bound the kink from below."""
+        a = self.negative_slope
+        if not (0.0 <= a <= 1.0 and float(np.float32(a)) == a):
+            raise ValueError(f"a kink's negative slope must be a float32 in [0, 1], not {a!r}")
+
     # ----- values --------------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, self.negative_slope * x)
@@ -48,9 +56,14 @@ class Kink(Elementwise):
         inactive line, whichever loses less area (CROWN's choice); output bounds rounded outward."""
         active, inactive = lo >= 0, hi <= 0
         unstable = ~(active | inactive)
-        width = np.where(unstable, hi - lo, 1.0)
-        slope = np.where(unstable, (hi - self.inactive_value(lo)) / width, self.phase_slope(active))
-        offset = np.where(unstable, -(slope - self.negative_slope) * lo, 0.0)
+        if self.negative_slope == 0:
+            # ReLU's chord as computed: its rounding (at most 2.3 u max|z|, measured) lies within
+            # the allowance the forward pass adds at each step.
+            width = np.where(unstable, hi - lo, 1.0)
+            slope = np.where(unstable, (hi - self.inactive_value(lo)) / width, self.phase_slope(active))
+            offset = np.where(unstable, -(slope - self.negative_slope) * lo, 0.0)
+        else:   # a sloped kink's chord rounds further (5.2 u max|z| at a = 0.99): rounded up instead
+            slope, offset = self.lp_upper_side(lo, hi)
         lower_slope = np.where(unstable, self.phase_slope(hi > -lo), self.phase_slope(active))
         relaxation = LinearRelaxation(lower_slope, slope, offset, np.zeros_like(lo))
         return (relaxation, np.maximum(lo, self.inactive_value(lo, -INF)),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 
 from .. import lp
 from ..bounds import ChainBounds
@@ -73,7 +72,7 @@ def bound_node(job: Job, rows: UnsafeRows, node: Node, relaxation: LpRelaxation 
     within = ([l[None] for l in node.layers[0][:-1]], [u[None] for u in node.layers[1][:-1]])
     bounds = job.tools.bounds.forward(box.lower[None], box.upper[None], as_fixed(node.decisions, job.chain), within)
     stats.boxes_bounded += 1
-    if any(np.any(l > u) for l, u in zip(bounds.lower, bounds.upper)):
+    if bounds.empty()[0]:
         stats.leaves += 1           # contradictory phases: an empty branch
         return PROVEN, None, None
     margin = rows.margins(job.tools.bounds.lower_bound_rows(bounds, rows.A))[0]

@@ -2,7 +2,7 @@
 
 Each section is a frozen dataclass, so no call can change a caller's settings: derive a variant
 with `dataclasses.replace` (or `Settings.with_timeout`). The defaults were measured on the shared
-suites; docs/benchmarks.md ("Why the defaults") keeps the measurements behind them.
+suites; docs/tuning.md keeps the measurements behind them.
 """
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ class BoundSettings:
 
     root_slope_steps: int = 5       # an open root: its hidden neurons' ReLU slopes optimised (output rows 5x as long)
     lp_tighten_share: float = 0.3   # at most this share of the time tightens neuron bounds by LP
-    slopes: SlopeSettings = field(default_factory=SlopeSettings)   # the slope ascent's step sizes
+    # The slope ascent's step sizes. (Its `iterations` is the optimiser's default for callers that
+    # give none; the engine always gives one: root_slope_steps and the sections' slope_steps.)
+    slopes: SlopeSettings = field(default_factory=SlopeSettings)
 
 
 @dataclass(frozen=True)
