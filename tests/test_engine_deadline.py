@@ -14,6 +14,9 @@ from smtverify.chain import to_chain
 from smtverify.slopes import Objective, SlopeOptimiser
 from smtverify.verdict import Verdict
 from smtverify.verify import Settings, Verifier
+from smtverify.onnx_import import load_onnx
+from smtverify.vnnlib import read_vnnlib
+from tests.conftest import SHARED, needs_shared
 from tests.test_lp import network_and_box, sampled_outputs
 from tests.test_slopes import row_property
 
@@ -71,3 +74,17 @@ def test_bounds_past_their_deadline_are_interval_bounds_and_hold_for_every_sampl
     for k in range(len(chain.steps) + 1):
         assert np.array_equal(cut.lower[k], interval.lower[k]) and np.array_equal(cut.upper[k], interval.upper[k])
         assert np.all(cut.lower[k][0] <= values[k].min(axis=0)) and np.all(cut.upper[k][0] >= values[k].max(axis=0))
+
+
+@needs_shared
+def test_a_leaf_past_its_own_limit_is_unknown_and_past_the_case_deadline_a_timeout():
+    """ERAN's 6x200 Sigmoid net: nothing to split, and its Z3 leaf needs about 36 s to set up. With
+    a 20 s limit per leaf and minutes for the case, more time would not help: UNKNOWN, saying why.
+    With 10 s for the case, the case's own deadline is what leaves no time to ask: TIMEOUT."""
+    network = load_onnx(SHARED / "eran/onnx/ffnnSIGMOID__Point_6x200.onnx")
+    prop = read_vnnlib(SHARED / "eran/vnnlib/mnist_spec_idx_7167_eps_0.01200.vnnlib", network.n_inputs,
+                       network.n_outputs)
+    verifier = Verifier(network, Settings(timeout=300.0).replaced(QUIET | {"leaves.timeout": 20.0}))
+    undecided = verifier.verify(prop)
+    assert undecided.verdict is Verdict.UNKNOWN and "Z3 could not decide" in undecided.reason
+    assert verifier.verify(prop, timeout=10.0).verdict is Verdict.TIMEOUT

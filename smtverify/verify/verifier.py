@@ -111,4 +111,7 @@ def _open_reason(decision: Decision, stats: Statistics, number: int, cases: int)
     if stats.open_domains is not None:
         return (f"ReLU splitting had closed {stats.leaves} domains of case {number} of "
                 f"{cases} and left {stats.open_domains} open when it stopped")
+    if decision.why is Why.UNDECIDED:
+        return (f"case {number} of {cases}: nothing was left to split and Z3 could not decide what was left "
+                f"within its limit per leaf")
     return ""
