@@ -13,6 +13,7 @@ from ..network import Network
 from ..slopes import SlopeOptimiser, supports as slopes_supported
 from ..vnnlib import Case
 from .outcome import Statistics
+from .progress import ProgressReporter
 from .settings import Settings
 
 
@@ -54,6 +55,12 @@ class Job:
     case: Case
     settings: Settings
     stats: Statistics
+    progress: ProgressReporter | None = None
+
+    def report(self, phase: str, open: int | None = None) -> None:
+        """Tell the progress listener, if any, where the decision is (cheap: rate-limited there)."""
+        if self.progress is not None:
+            self.progress.update(phase, self.stats, open)
 
     @property
     def chain(self) -> Chain:

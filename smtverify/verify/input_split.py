@@ -70,9 +70,11 @@ def split_with_lp(job: Job, rows: UnsafeRows, root: ChainBounds, deadline: float
     decision = split(job, rows, stack, min(deadline, start + settings.input_split.lp_after * settings.timeout))
     if decision.why is not Why.OUT_OF_TIME or time.perf_counter() > deadline:
         return decision
+    job.report("deep falsification", open=len(stack))
     counterexample = falsify.deep(job, deadline)
     if counterexample is not None:
         return found(counterexample)
+    job.report("LP tightening", open=len(stack))
     relaxation = LpRelaxation(job.chain, box.lower, box.upper)
     stats.lp = True
     root, decision = leaves.tighten(job, relaxation, root, start + settings.bounds.lp_tighten_share * (deadline - start))
@@ -115,6 +117,7 @@ def split(job: Job, rows: UnsafeRows, stack: list[OpenBox], deadline: float,
             return OUT_OF_TIME
         if stats.leaves > job.settings.leaves.max_leaves:
             return stopped(Why.LEAF_LIMIT)
+        job.report("input splitting", open=len(stack))
         batch = stack[-count:]
         del stack[-count:]
         decision, bounded = split_round(job, rows, slope_rows, batch, stack, free, root_width, deadline, relaxation)

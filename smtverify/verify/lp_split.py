@@ -31,6 +31,7 @@ def split(job: Job, rows: UnsafeRows, root: ChainBounds, deadline: float) -> Dec
     relaxation = LpRelaxation(job.chain, job.case.box.lower, job.case.box.upper) if lp.supports(job.chain) else None
     stats.splitting, stats.lp = "relu_per_node", relaxation is not None
     if relaxation is not None:
+        job.report("LP tightening")
         start = time.perf_counter()
         root, decision = leaves.tighten(job, relaxation, root, start + settings.bounds.lp_tighten_share * (deadline - start))
         if decision.found:
@@ -43,6 +44,7 @@ def split(job: Job, rows: UnsafeRows, root: ChainBounds, deadline: float) -> Dec
             return OUT_OF_TIME
         if stats.leaves > settings.leaves.max_leaves:
             return stopped(Why.LEAF_LIMIT)
+        job.report("ReLU splitting (LP)", open=len(stack))
         node, began = stack.pop(), time.perf_counter()
         decision, bounds, branch = bound_node(job, rows, node, relaxation, deadline)
         last_node = time.perf_counter() - began

@@ -36,6 +36,7 @@ def split_refined(job: Job, root: ChainBounds, deadline: float) -> Decision:
         return decision
     stats.open_domains = stats.worst_open_margin = None       # of the splitting given up
     stats.leaves_before_refining = stats.leaves
+    job.report("refining neuron bounds")
     refining = time.perf_counter()
     # ... ending a measured root bounding before the deadline, for splitting to use its bounds
     refiner = BoundRefiner(job.tools.bounds, job.tools.slope_optimiser, settings.refine)
@@ -59,6 +60,7 @@ def split(job: Job, root: ChainBounds, deadline: float) -> Decision:
             return stopped_with(job, stack, slope_rows, Why.OUT_OF_TIME)
         if stats.leaves > settings.leaves.max_leaves:
             return stopped_with(job, stack, slope_rows, Why.LEAF_LIMIT)
+        job.report("ReLU splitting", open=len(stack))
         batch = stack[-settings.relu_split.batch_domains:]
         del stack[-settings.relu_split.batch_domains:]
         decision, bounding = split_batch(job, slope_rows, batch, stack, deadline, began)

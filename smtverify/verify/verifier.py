@@ -22,6 +22,7 @@ from .context import Job, Tools
 from .objective import UnsafeRows, order_only
 from .outcome import OUT_OF_TIME, PROVEN, Decision, Statistics, Why, found, stopped
 from .root import bound_root
+from .progress import Listener, ProgressReporter
 from .settings import Settings
 
 SOFTMAX_REASON = ("the network ends in Softmax and the property is not a comparison of two outputs; only such "
@@ -37,15 +38,17 @@ class Verifier:
         self.chain: Chain = to_chain(network)
         self.tools = Tools.build(network, self.chain, self.settings)
 
-    def verify(self, prop: Property, timeout: float | None = None) -> Result:
+    def verify(self, prop: Property, timeout: float | None = None, progress: Listener | None = None) -> Result:
         """The property's verdict: SAFE only when every case is proven, UNSAFE with the first
         confirmed counterexample, else TIMEOUT or UNKNOWN with what was proven. `timeout`, if
-        given, replaces the settings' for this call alone."""
+        given, replaces the settings' for this call alone; `progress`, if given, is called with
+        a Snapshot now and then (at most every quarter second, and at every change of phase)."""
         settings = self.settings if timeout is None else self.settings.with_timeout(timeout)
+        reporter = ProgressReporter(progress, settings.timeout, len(prop.cases)) if progress else None
         with one_blas_thread():
-            return self._verify(prop, settings)
+            return self._verify(prop, settings, reporter)
 
-    def _verify(self, prop: Property, settings: Settings) -> Result:
+    def _verify(self, prop: Property, settings: Settings, reporter: ProgressReporter | None) -> Result:
         start = time.perf_counter()
         deadline = start + settings.timeout
         stats = Statistics()
@@ -53,12 +56,16 @@ class Verifier:
             return Result(Verdict.UNKNOWN, "none", seconds=time.perf_counter() - start, reason=SOFTMAX_REASON)
         decision, reason = PROVEN, ""
         for number, case in enumerate(prop.cases, 1):
-            decision = self.decide(Job(self.tools, case, settings, stats), deadline)
+            if reporter is not None:
+                reporter.case = number
+            decision = self.decide(Job(self.tools, case, settings, stats, reporter), deadline)
             if decision.found:                    # confirmed against its case alone: case 0 of one
                 decision = found(replace(decision.counterexample, case=number - 1))
             if not decision.proven:
                 reason = _open_reason(decision, stats, number, len(prop.cases))
                 break
+        if reporter is not None:
+            reporter.finish(stats)
         verdict = decision.verdict
         guarantee = {Verdict.SAFE: SAFE_GUARANTEE, Verdict.UNSAFE: UNSAFE_GUARANTEE}.get(verdict, "none")
         margin = float(stats.min_margin) if verdict is Verdict.SAFE and np.isfinite(stats.min_margin) else None
@@ -71,10 +78,12 @@ class Verifier:
         stats.proven_share = None
         if not case.unsafe or any(len(c.b) == 0 for c in case.unsafe):
             return _decide_trivial(job)
+        job.report("falsification")
         counterexample = falsify.first_pass(job, deadline)
         if counterexample is not None:
             return found(counterexample)
         rows = UnsafeRows.of(case)
+        job.report("root bounds")
         root, margin = bound_root(job, rows, deadline)
         if margin > 0:
             stats.leaves += 1
