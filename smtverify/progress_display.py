@@ -1,0 +1,54 @@
+"""Progress on stderr for people at a terminal (tqdm): a bar of the time used against the timeout,
+with the phase, what is open and what is proven. None when stderr is not a terminal or the user
+asked for quiet, so logs and pipes stay clean; stdout is never touched."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import IO, Iterator
+
+from .verify.progress import Listener, Snapshot
+
+
+def wanted(quiet: bool, stream: IO[str] | None = None) -> bool:
+    """Progress only for a person watching: not with --quiet, not into a file or pipe."""
+    stream = stream if stream is not None else sys.stderr
+    return not quiet and hasattr(stream, "isatty") and stream.isatty()
+
+
+def describe(snapshot: Snapshot) -> str:
+    """One line: the case, the phase, and what splitting has open and proven."""
+    parts = [snapshot.phase]
+    if snapshot.cases > 1:
+        parts.insert(0, f"case {snapshot.case}/{snapshot.cases}")
+    if snapshot.open is not None:
+        parts.append(f"{snapshot.open} open")
+    parts.append(f"{snapshot.leaves} closed")
+    if snapshot.proven_share is not None:
+        parts.append(f"{snapshot.proven_share:.1%} proven")
+    return ", ".join(parts)
+
+
+@contextmanager
+def certification_progress(enabled: bool, stream: IO[str] | None = None) -> Iterator[Listener | None]:
+    """A listener drawing the decision's progress, or None when not `enabled`."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = None
+
+    def show(snapshot: Snapshot) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=round(snapshot.timeout, 1), unit="s", file=stream or sys.stderr, leave=False,
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}", desc="certifying")
+        bar.n = round(min(snapshot.elapsed, snapshot.timeout), 1)
+        bar.set_postfix_str(describe(snapshot), refresh=True)
+
+    try:
+        yield show
+    finally:
+        if bar is not None:
+            bar.close()
