@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from .lattice import index_range, lattice_indices, lattice_values
+
 Domain = tuple[float, float]
 
 
@@ -82,11 +84,12 @@ class Manipulation(ABC):
 class PixelManipulation(Manipulation):
     """Chosen input dimensions (flat C-order indices), each moved by c_p * span_p: DLV's pixel family.
 
-    Only these dimensions change, which is what the difference and table evaluators exploit.
+    Only these dimensions change, which is what the difference and table evaluators exploit. With a
+    `lattice` N, every value is exactly k/N (see lattice.py): the grid an N-level image stores exactly.
     """
 
     def __init__(self, original: np.ndarray, dims: np.ndarray | list[int], span: float | np.ndarray,
-                 steps: int | np.ndarray, domain: Domain = (0.0, 1.0)) -> None:
+                 steps: int | np.ndarray, domain: Domain = (0.0, 1.0), lattice: int | None = None) -> None:
         self.original = _inside(original, domain)
         self.dims = np.asarray(dims, dtype=np.int64).reshape(-1)
         size = self.original.size
@@ -96,13 +99,25 @@ class PixelManipulation(Manipulation):
         self.span = _per_param(span, d, "span", float)
         self.steps = _per_param(steps, d, "step count", int)
         self.domain = domain
+        self.lattice = lattice             # values k/lattice exactly (None: span multiples, float32)
         self.offset = int(self.steps.max(initial=0))
         c = np.arange(-self.offset, self.offset + 1)
-        base = self.original.reshape(-1)[self.dims].astype(np.float64)
         # value_table[p, c + offset]: the clipped value of dimension p at c (c beyond m_p never used).
-        self.value_table = in_domain_float32(base[:, None] + c[None, :] * self.span[:, None], domain)
+        self.value_table = self._lattice_table(c) if lattice else in_domain_float32(
+            self.original.reshape(-1)[self.dims].astype(np.float64)[:, None] + c[None, :] * self.span[:, None], domain)
         self.levels = [distinct_levels(self.value_table[p, self.offset - m:self.offset + m + 1], m) for p, m
                        in enumerate(self.steps)]
+
+    def _lattice_table(self, c: np.ndarray) -> np.ndarray:
+        """The value table on the lattice k/lattice: each value is exactly a lattice value in the domain
+        (clipped in k), so an N-level image format stores every grid point exactly."""
+        base = lattice_indices(self.original.reshape(-1)[self.dims], self.lattice)
+        span = np.rint(self.span * self.lattice).astype(np.int64)
+        if base is None or not np.allclose(span, self.span * self.lattice, rtol=0, atol=1e-6):
+            raise ValueError(f"a grid on the lattice k/{self.lattice} needs the moved values on it and every span "
+                             f"a multiple of 1/{self.lattice}")
+        k = np.clip(base[:, None] + c[None, :] * span[:, None], *index_range(self.domain, self.lattice))
+        return lattice_values(k, self.lattice)
 
     def values(self, c: np.ndarray) -> np.ndarray:
         """The chosen dimensions' values (B, d), float32."""

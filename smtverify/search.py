@@ -32,6 +32,7 @@ from .errors import SmtVerifyError
 from .features import HEURISTICS, select_features
 from .grid import Example, GridReport, search_grid
 from .hidden_search import HiddenLayerSearch, HiddenReport, HiddenSettings
+from .lattice import LatticeGrid, resolve, snap_span
 from .lifting import LiftReport, lift
 from .manipulations import (BrightnessManipulation, ContrastManipulation, Domain, Manipulation,
                             PixelManipulation)
@@ -60,6 +61,7 @@ class SearchSettings:
     max_points: int | None = None      # point budget over all rounds
     timeout: float | None = 60.0       # seconds for the whole search: every phase, lifting included
     domain: Domain = (0.0, 1.0)
+    levels: int | None = None          # pixel grids on the lattice k/levels: None 8-bit if the input is, 0 none
     evaluator: str = "auto"
     lift: bool = False                 # prove the continuous region of each safe grid (lifting.py)
     lift_timeout: float = 30.0         # seconds for lifting, over all grids (within the timeout's time left)
@@ -163,6 +165,7 @@ class SearchReport:
     guarantee: str = ""                # what the verdict guarantees, and what it does not
     hidden: list[HiddenReport] = field(default_factory=list)   # per hidden-layer grid: region, refinement, candidates
     examples_found: int = 0            # confirmed examples; `examples` holds the first max_examples of them
+    grid: LatticeGrid | None = None    # the lattice and span the pixel grids used (None: not a pixel search)
 
     @property
     def examples_not_kept(self) -> int:
@@ -196,6 +199,7 @@ class SearchReport:
                 "hidden_candidates": sum(h.candidates for h in self.hidden),
                 "spurious": sum(h.spurious for h in self.hidden), "hidden": [h.summary() for h in self.hidden],
                 "rejected": self.rejected, "examples_found": self.examples_found,
+                **(self.grid.summary() if self.grid else {}),
                 "examples_not_kept": self.examples_not_kept, "examples": [f.summary() for f in self.examples],
                 "rounds": [r.summary() for r in self.rounds], "grids": [g.summary() for g in self.grids]}
 
@@ -222,6 +226,8 @@ class _Run:
         self.original = np.asarray(x, dtype=np.float32).reshape(network.input_shape)
         self.reference = OnnxRuntimeExecutor(network)
         self.label = int(self.reference.classify(self.original)[0]) if label is None else int(label)
+        self.grid = resolve(settings.levels, self.original, settings.span) if settings.family == "pixel" else \
+            LatticeGrid(None, settings.span, f"the {settings.family} family is not kept on a lattice")
         if not 0 <= self.label < network.n_outputs:
             raise SmtVerifyError(f"label {self.label} is not a class of a network with {network.n_outputs} outputs",
                                  field="label")
@@ -327,10 +333,20 @@ class _Run:
             verdict, reason = self._safe_verdict()
         guarantee = HIDDEN_GRID_GUARANTEE if self.hidden is not None and verdict == Verdict.SAFE_ON_GRID \
             else GUARANTEES.get(verdict, "none")
+        if verdict in (Verdict.SAFE, Verdict.SAFE_ON_GRID):
+            guarantee += f"; the grid searched: {self._grid_description()}"
         return SearchReport(verdict, self.label, sum(g.grid_points for g in self.grids), self.evaluated,
                             time.perf_counter() - self.start, self.found, [], self.grids, self.rejected, reason,
                             guarantee, [] if self.hidden is None else self.hidden.reports,
-                            len(self.found) + self.not_kept)
+                            len(self.found) + self.not_kept, self.grid)
+
+    def _grid_description(self) -> str:
+        """The span the grids used and their lattice: a grid verdict speaks about that grid only."""
+        spans = sorted({float(g.manipulation.span[0]) for g in self.grids if isinstance(g.manipulation,
+                                                                                        PixelManipulation)})
+        span = ", ".join(f"{v:.6g}" for v in spans) if spans else f"{self.grid.span:.6g}"
+        where = f"values on the lattice k/{self.grid.levels}" if self.grid.levels else "no lattice"
+        return f"span {span}, steps {self.settings.steps}, {where}" + (f" ({self.grid.note})" if self.grid.note else "")
 
     def _safe_verdict(self) -> tuple[Verdict, str]:
         """Every grid is safe: SAFE when lifting proves every grid's continuous region, UNSAFE when
@@ -386,7 +402,8 @@ def dlv_search(network: Network, x: np.ndarray, label: int | None = None, settin
             if not len(chosen):
                 continue
             chosen = [int(d) for d in chosen]
-            manipulation = PixelManipulation(path.point, chosen, settings.span, settings.steps, settings.domain)
+            manipulation = PixelManipulation(path.point, chosen, run.grid.span, settings.steps, settings.domain,
+                                             run.grid.levels)
             report = run.search(manipulation, chosen, path, round_, index, settings.paths)
             moved = max(moved, len(path.dims) + len(chosen))
             kept += [_Path(manipulation.apply(c[None])[0], path.dims + chosen, path.c + c.tolist(), float(m))
@@ -416,16 +433,19 @@ class MinimalReport:
 
     dims: list[int]
     steps: int
-    spans: list[float]                         # the ladder searched, ascending
+    spans: list[float]                         # the ladder searched, ascending (on the lattice, if any)
     min_span: float | None                     # the smallest span whose grid holds an example
     min_pixels: int | None                     # the fewest changed pixels of an example on any grid searched
     min_pixels_span: float | None              # the (smallest) span where that minimum is reached
     per_span: list[dict[str, Any]]             # span, verdict, fewest changed pixels of that grid
     examples: list[Found]                      # one per span whose grid holds an example (fewest pixels)
     search: SearchReport
+    levels: int | None = None                  # the lattice k/levels the grids lay on (None: none)
+    grid_note: str = ""                        # how the spans asked for were rounded onto it
 
     def summary(self) -> dict[str, Any]:
-        return {"dims": self.dims, "steps": self.steps, "spans": self.spans, "min_span": self.min_span,
+        return {"dims": self.dims, "steps": self.steps, "spans": self.spans, "levels": self.levels,
+                "grid_note": self.grid_note, "min_span": self.min_span,
                 "min_pixels": self.min_pixels, "min_pixels_span": self.min_pixels_span, "per_span": self.per_span,
                 "examples": [f.summary() for f in self.examples], "verdict": self.search.verdict.value,
                 "points_evaluated": self.search.points_evaluated, "seconds": round(self.search.seconds, 4)}
@@ -437,16 +457,21 @@ def minimal_search(network: Network, x: np.ndarray, dims: list[int] | np.ndarray
     """Issue item 7: search the grid of `dims` at each span of the ladder (ascending), each to its first
     example. The grid order puts the fewest changed pixels first, so a grid's first example has the
     fewest of that grid; the smallest span is the first on the ladder whose grid holds one. Stops early
-    once a one-pixel example is known. Budgets and domain come from `settings`."""
+    once a one-pixel example is known. Budgets, domain and lattice come from `settings`; on a lattice,
+    each span is rounded onto it (spans that round alike are searched once)."""
     settings = settings or SearchSettings()
-    spans = sorted(float(s) for s in spans)
     dims = [int(d) for d in np.asarray(dims, dtype=np.int64).reshape(-1)]
     run = _Run(network, x, label, SearchSettings(**{**settings.__dict__, "span": min(spans), "steps": steps,
-                                                    "collect_all": False}), on_found)
+                                                    "collect_all": False, "family": "pixel"}), on_found)
+    levels = run.grid.levels
+    snapped = [snap_span(float(s), levels) for s in spans] if levels else []
+    spans = sorted({g.span for g in snapped} if levels else {float(s) for s in spans})
+    note = "; ".join(g.note for g in snapped if g.note)
     start_path, per_span, examples = _Path(run.original, [], [], np.inf), [], []
     for span in spans:
         found_before = len(run.found)
-        report = run.search(PixelManipulation(run.original, dims, span, steps, settings.domain), dims, start_path, 1, 0)
+        report = run.search(PixelManipulation(run.original, dims, span, steps, settings.domain, levels), dims,
+                            start_path, 1, 0)
         new = run.found[found_before:]
         examples += new
         per_span.append({"span": span, "verdict": report.verdict.value, "points_evaluated": report.points_evaluated,
@@ -457,4 +482,5 @@ def minimal_search(network: Network, x: np.ndarray, dims: list[int] | np.ndarray
     fewest = min(with_example, key=lambda r: (r["min_pixels"], r["span"]), default=None)
     search = _finish(run, [RoundRecord(1, len(dims), len(run.grids), run.evaluated, len(run.found), None)])
     return MinimalReport(dims, steps, spans, with_example[0]["span"] if with_example else None,
-                         fewest and fewest["min_pixels"], fewest and fewest["span"], per_span, examples, search)
+                         fewest and fewest["min_pixels"], fewest and fewest["span"], per_span, examples, search,
+                         levels, note)
