@@ -9,21 +9,19 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__
-from .cli_text import demo_text, info_text, result_details, search_text
+from .cli_args import EXIT_ERROR, attached_negative_values, build_parser
+from .cli_text import certify_text, demo_text, info_text, minimal_text, models_text, result_details, search_text
 from .errors import SmtVerifyError
 from .verdict import Verdict
 
-EXIT_ERROR = 2        # bad input: a named error
 EXIT_INTERNAL = 3     # a defect of smtverify's own: reported in one line, traceback with --debug
 EXIT_INTERRUPTED = 130
 EXIT_PIPE_CLOSED = 141
@@ -31,14 +29,14 @@ EXIT_PIPE_CLOSED = 141
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
-    parser = _parser()
-    args = parser.parse_args(_attached_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    parser = build_parser()
+    args = parser.parse_args(attached_negative_values(sys.argv[1:] if argv is None else list(argv)))
     args.started = started
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     try:
-        status = args.run(args)
+        status = COMMANDS[args.command](args)
         sys.stdout.flush()          # a closed pipe shows here, while it can still be handled
         return status
     except BrokenPipeError:
@@ -72,133 +70,6 @@ def _discard_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-
-
-_NEGATIVE_VALUE = re.compile(r"-(\d|\.\d|inf|nan)", re.IGNORECASE)
-
-
-def _attached_negative_values(argv: list[str]) -> list[str]:
-    """`--domain -1,1` as `--domain=-1,1`: argparse takes a value that starts with '-' for an
-    option unless it is a plain negative number, so ranges and negative numbers written after a
-    space would be rejected with a confusing message instead of reaching their own check."""
-    attached: list[str] = []
-    for token in argv:
-        if attached and attached[-1].startswith("--") and "=" not in attached[-1] and _NEGATIVE_VALUE.match(token):
-            attached[-1] = f"{attached[-1]}={token}"
-        else:
-            attached.append(token)
-    return attached
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line, as every other error of the command line."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (--help shows the usage)\n")
-
-
-def _number(least: str) -> Callable[[str], float]:
-    """An argparse type: a finite float above 0 (least='positive') or at least 0 ('non-negative')."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-        if not math.isfinite(value) or value < 0 or (least == "positive" and value == 0):
-            raise argparse.ArgumentTypeError(f"must be a {least} finite number, not {text}")
-        return value
-    parse.__name__ = f"{least} number"
-    return parse
-
-
-POSITIVE, NON_NEGATIVE = _number("positive"), _number("non-negative")
-
-
-def _parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser = _Parser(prog="smtverify", description="Safety verification of neural-network "
-                                     "classification decisions (DLV method, Z3).")
-    parser.add_argument("--version", action="version", version=f"smtverify {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def command(name: str, run: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
-        p.set_defaults(run=run)
-        return p
-
-    info = command("info", _info, "list a model's layers and whether every operator is supported")
-    info.add_argument("model", help="ONNX file")
-    evaluate = command("eval", _eval, "run a model on one input and print its output and class")
-    evaluate.add_argument("model", help="ONNX file")
-    evaluate.add_argument("input", help=".npy array or image file holding one input")
-    evaluate.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    vnnlib = command("vnnlib", _vnnlib, "decide a VNN-LIB property (first stdout line: sat, unsat, "
-                     "unknown, timeout or error)")
-    vnnlib.add_argument("model", help="ONNX file")
-    vnnlib.add_argument("property", help="VNN-LIB file")
-    vnnlib.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds (default 60)")
-    vnnlib.add_argument("--out", help="write a result file in the competition's format")
-    bench = command("bench", _bench, "run every instance of an instances.csv and compare with expected verdicts")
-    bench.add_argument("instances", help="instances.csv (onnx,vnnlib,timeout_s[,expected]; paths relative to it)")
-    bench.add_argument("--timeout-scale", type=POSITIVE, default=1.0, help="multiply every timeout (default 1)")
-    bench.add_argument("--out", help="results csv, written as each instance finishes")
-    certify = command("certify", _certify, "L-infinity robustness of one classification decision")
-    certify.add_argument("model", help="ONNX file")
-    certify.add_argument("--input", required=True, help=".npy or image holding one input")
-    certify.add_argument("--label", type=int, required=True, help="the class the decision should keep")
-    certify.add_argument("--eps", type=NON_NEGATIVE, required=True, help="radius of the L-infinity ball")
-    certify.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
-    certify.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds (default 60)")
-    certify.add_argument("--out", help="save a counterexample (npy) here")
-    encode = command("encode", _encode, "write a VNN-LIB query as self-contained SMT-LIB2 (sat = counterexample)")
-    encode.add_argument("model", help="ONNX file")
-    encode.add_argument("property", help="VNN-LIB file")
-    encode.add_argument("-o", "--output", required=True, help="the .smt2 file to write")
-    encode.add_argument("--lp-seconds", type=NON_NEGATIVE, default=30.0,
-                        help="time for tightening neuron bounds by LP before encoding (0: none)")
-    search = command("search", _search, "DLV search for adversarial examples on a grid of manipulations "
-                     "(SAFE_ON_GRID / UNSAFE / UNKNOWN)")
-    search.add_argument("model", help="ONNX file")
-    search.add_argument("--input", required=True, help=".npy (optionally with a batch axis of 1) or image")
-    search.add_argument("--label", type=int, required=True, help="the class the decision should keep")
-    chosen = search.add_mutually_exclusive_group()
-    chosen.add_argument("--pixels", help="features to move: flat C-order indices i,j,... into the input")
-    chosen.add_argument("--features", type=int, help="features chosen by --heuristic, per round (default 4)")
-    search.add_argument("--heuristic", choices=("activation", "gradient"), default="activation",
-                        help="activation: DLV's |activation - layer mean|; gradient: saliency (default activation)")
-    search.add_argument("--span", type=float, required=True, help="one manipulation step")
-    search.add_argument("--steps", type=int, required=True, help="M: each feature moves by c*span, c in -M..M")
-    search.add_argument("--family", choices=("pixel", "brightness", "contrast"), default="pixel")
-    search.add_argument("--rounds", type=int, default=1, help="DLV rounds: add --features features per round")
-    search.add_argument("--paths", type=int, default=1, help="points kept per round (1 single-path, more multi-path)")
-    search.add_argument("--layer", help="search at this hidden layer (an ONNX node output, see `smtverify info`): the "
-                        "input grid's region is propagated to it and its misclassified grid points back-mapped by Z3")
-    search.add_argument("--hidden-features", type=int, default=3, help="--layer: hidden dimensions in its grid "
-                        "(DLV's activation heuristic; default 3)")
-    search.add_argument("--candidates", type=int, default=16, help="--layer: at most this many misclassified hidden "
-                        "points back-mapped to inputs (default 16)")
-    search.add_argument("--all", action="store_true", help="collect every example, not only the first")
-    search.add_argument("--max-files", type=int, default=1000, help="write (and report) at most this many examples; "
-                        "later ones are only counted, as examples_not_written (default 1000)")
-    search.add_argument("--minimal", metavar="S1,S2,...", help="minimal manipulation: search the grid of the chosen "
-                        "pixels at each of these spans and report the smallest span, and the fewest changed "
-                        "pixels, for which it holds an adversarial example (pixel family, one grid a span)")
-    search.add_argument("--prove-cells", action="store_true",
-                        help="when every grid is safe, prove the continuous region each grid spans with the verifier "
-                             "(its hull, else the cells between adjacent grid values): SAFE if all are proven")
-    search.add_argument("--lift-timeout", type=float, default=30.0, help="seconds for --prove-cells (default 30)")
-    search.add_argument("--lift-cells", type=int, default=64, help="--prove-cells: at most this many cells a grid "
-                        "(adjacent cells merged beyond it; default 64)")
-    search.add_argument("--budget-points", type=int, help="stop after this many grid points (UNKNOWN)")
-    search.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds (default 60)")
-    search.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
-    search.add_argument("--out", default="smtverify-search", help="folder for the examples (default ./smtverify-search)")
-    demo = command("demo", _demo, "the main job on the bundled MNIST CNN: find an adversarial example, prove a "
-                   "smaller region safe on the grid, certify an L-infinity ball")
-    demo.add_argument("--out", default="smtverify-demo", help="folder for the files (default ./smtverify-demo)")
-    return parser
 
 
 def _emit(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
@@ -244,6 +115,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 # ----- vnnlib, bench, certify, encode --------------------------------------------------------
 def _vnnlib(args: argparse.Namespace) -> int:
+    """The competition's verdict word first on stdout (a harness may read only that line); with
+    --json, one object holding it, the result and the counterexample instead."""
     from . import confirm
     from .bench import Instance, decide
 
@@ -252,18 +125,30 @@ def _vnnlib(args: argparse.Namespace) -> int:
     if result is None:
         if args.out:
             confirm.write_vnncomp_result(args.out, "error")
-        print("error", flush=True)
+        print(json.dumps({"result": "error", "error": failure.message}) if args.json else "error", flush=True)
         _report_failure(failure, args.debug)
         return EXIT_INTERNAL if failure.internal else EXIT_ERROR
     word = result.verdict.vnncomp
     if args.out:      # first, so that a reader who stops after the first line loses nothing
         confirm.write_vnncomp_result(args.out, word, result.counterexample)
-    print(word, flush=True)
     if args.json:
-        print(json.dumps(result.summary()))
+        print(json.dumps(_vnnlib_record(args, result)))
     else:
+        print(word, flush=True)
         print(result_details(result))
     return 0
+
+
+def _vnnlib_record(args: argparse.Namespace, result) -> dict[str, Any]:
+    record = {"result": result.verdict.vnncomp, "model": args.model, "property": args.property, **result.summary()}
+    if result.counterexample is not None:
+        cex = result.counterexample
+        record["counterexample"] = {"inputs": [float(v) for v in cex.input.reshape(-1)],
+                                    "outputs": [float(v) for v in cex.output.reshape(-1)],
+                                    "confirmed_by": cex.executor}
+    if args.out:
+        record["out"] = args.out
+    return record
 
 
 def _report_failure(failure, debug: bool) -> None:
@@ -327,20 +212,14 @@ def _certify(args: argparse.Namespace) -> int:
     result = Verifier(network, Settings(timeout=_time_left(args))).verify(prop)
     verdict = result.verdict.value if result.verdict in (Verdict.SAFE, Verdict.UNSAFE) else "UNKNOWN"
     record = {"model": network.path, "input": args.input, "label": args.label, "eps": args.eps, **result.summary(),
-              "verdict": verdict}
+              "verdict": verdict, "min_margin": result.min_margin}
     if result.counterexample is not None:
         cex = result.counterexample
         record["counterexample"] = {"new_class": int(np.argmax(cex.output)), "linf": float(np.abs(cex.input.reshape(-1) - x.reshape(-1)).max())}
         if args.out:
             np.save(args.out, cex.input.reshape(network.input_shape))
             record["counterexample"]["file"] = args.out
-    lines = [f"{verdict}: class {args.label} within L-inf eps={args.eps} of {args.input} ({result.seconds:.2f} s)"]
-    if "counterexample" in record:
-        lines.append(f"  counterexample: class {record['counterexample']['new_class']}, "
-                     f"L-inf distance {record['counterexample']['linf']:.6g}" +
-                     (f", saved to {args.out}" if args.out else ""))
-    lines.append(f"  guarantee: {result.guarantee}")
-    _emit(args, record, "\n".join(lines))
+    _emit(args, record, certify_text(record))
     return 0
 
 
@@ -367,18 +246,21 @@ def _search(args: argparse.Namespace) -> int:
                         ("--max-files", args.max_files)):
         if value is not None and not value > 0:
             raise SmtVerifyError(f"{name} must be positive, not {value}", field=name)
+    spans = _minimal_spans(args.minimal) if args.minimal else None
+    if spans is None and args.span is None:
+        raise SmtVerifyError("--span is required (except with --minimal, whose spans are the grids')", field="--span")
     domain = _domain(args.domain)
     if np.any(x < domain[0]) or np.any(x > domain[1]):
         raise SmtVerifyError(f"the input lies outside the domain {list(domain)}", file=args.input, field="--domain")
-    settings = SearchSettings(family=args.family, span=args.span, steps=args.steps, features=args.features or min(4, network.n_inputs),
+    settings = SearchSettings(family=args.family, span=min(spans) if spans else args.span, steps=args.steps, features=args.features or min(4, network.n_inputs),
                               heuristic=args.heuristic, rounds=args.rounds, paths=args.paths, collect_all=args.all,
                               max_examples=args.max_files, max_points=args.budget_points, timeout=_time_left(args),
                               domain=domain,
                               lift=args.prove_cells, lift_timeout=args.lift_timeout, lift_cells=args.lift_cells,
                               layer=args.layer, hidden=args.layer and HiddenSettings(
                                   args.layer, args.hidden_features, args.steps, args.candidates))
-    if args.minimal:
-        return _minimal(args, network, x, settings, dims)
+    if spans:
+        return _minimal(args, network, x, settings, dims, spans)
     with ExampleWriter(args.out, x, domain, args.max_files) as writer:
         report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write)
     record = {"model": network.path, "input": args.input, **report.summary(), **writer.summary(),
@@ -387,30 +269,30 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: list[int] | None) -> int:
+def _minimal_spans(text: str) -> list[float]:
+    try:
+        spans = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise SmtVerifyError(f"--minimal must be spans S1,S2,..., not '{text}'", field="--minimal") from None
+    if not all(math.isfinite(v) and v > 0 for v in spans):
+        raise SmtVerifyError(f"--minimal spans must be positive finite numbers, not '{text}'", field="--minimal")
+    return spans
+
+
+def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: list[int] | None,
+             spans: list[float]) -> int:
     from .export import ExampleWriter
     from .features import select_features
     from .search import minimal_search
 
     if args.family != "pixel" or args.layer:
         raise SmtVerifyError("--minimal searches input pixels only (no --family or --layer)", field="--minimal")
-    try:
-        spans = [float(v) for v in args.minimal.split(",")]
-    except ValueError:
-        raise SmtVerifyError(f"--minimal must be spans S1,S2,..., not '{args.minimal}'", field="--minimal") from None
-    if not all(v > 0 for v in spans):
-        raise SmtVerifyError("--minimal spans must be positive", field="--minimal")
     if dims is None:
         dims = [int(d) for d in select_features(network, x, settings.features, settings.heuristic, args.label)]
     with ExampleWriter(args.out, x, settings.domain, args.max_files) as writer:
         report = minimal_search(network, x, dims, spans, args.steps, args.label, settings, on_found=writer.write)
     record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
-    text = [f"minimal manipulation of pixels {report.dims} (steps {report.steps}): smallest span with an "
-            f"adversarial example {report.min_span}, fewest changed pixels {report.min_pixels} "
-            f"(at span {report.min_pixels_span}); {report.search.points_evaluated:,} points in "
-            f"{report.search.seconds:.2f} s"]
-    text += [f"  span {r['span']}: {r['verdict']}, fewest changed pixels {r['min_pixels']}" for r in report.per_span]
-    _emit(args, record, "\n".join(text))
+    _emit(args, record, minimal_text(record))
     return 0
 
 
@@ -453,7 +335,24 @@ def _encode(args: argparse.Namespace) -> int:
 
     _check_writable(args.output, "--output")
     write_smtlib2(args.model, args.property, args.output, args.lp_seconds)
+    if args.json:
+        print(json.dumps({"model": args.model, "property": args.property, "output": args.output}))
     print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+# ----- models ----------------------------------------------------------------------------------
+def _models(args: argparse.Namespace) -> int:
+    from .onnx_import import load_onnx
+    from .resources import MODELS, model_path
+
+    rows = []
+    for name, bundled in MODELS.items():
+        network = load_onnx(model_path(name))
+        rows.append({"name": name, "input_shape": list(network.input_shape), "classes": network.n_outputs,
+                     "about": bundled.about, "test_images": bundled.images_file, "path": str(model_path(name))})
+    record = {"models": rows}
+    _emit(args, record, models_text(record))
     return 0
 
 
@@ -466,6 +365,11 @@ def _demo(args: argparse.Namespace) -> int:
     agree = all(r["same_class"] == r["images"] for r in summary["models"])
     proved = summary["prove"]["verdict"] in ("SAFE", "SAFE_ON_GRID")
     return 0 if agree and summary["find"]["verdict"] == "UNSAFE" and proved else 1
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "models": _models, "info": _info, "eval": _eval, "vnnlib": _vnnlib, "bench": _bench, "certify": _certify,
+    "encode": _encode, "search": _search, "demo": _demo}
 
 
 if __name__ == "__main__":

@@ -30,6 +30,26 @@ def info_text(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def models_text(record: dict[str, Any]) -> str:
+    """The bundled models, a line each: what a user can type where a model path goes."""
+    rows = [(m["name"], "x".join(str(d) for d in m["input_shape"]), f"{m['classes']} classes", m["about"])
+            for m in record["models"]]
+    widths = [max(len(r[c]) for r in rows) for c in range(3)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[3] for r in rows)
+
+
+def certify_text(record: dict[str, Any]) -> str:
+    lines = [f"{record['verdict']}: class {record['label']} within L-inf eps={record['eps']} of {record['input']} "
+             f"({record['seconds']:.2f} s)"]
+    if record["min_margin"] is not None:
+        lines.append(f"  smallest proven margin: {record['min_margin']:.6g} (the least by which the bounds kept the "
+                     "ball from the unsafe set; the guarantee refers to it)")
+    counterexample = record.get("counterexample")
+    if counterexample:
+        lines.append(f"  counterexample: class {counterexample['new_class']}, L-inf distance "
+                     f"{counterexample['linf']:.6g}" + (f", saved to {counterexample['file']}" if "file" in counterexample else ""))
+    lines.append(f"  guarantee: {record['guarantee']}")
+    return "\n".join(lines)
 
 
 def result_details(result: Result) -> str:
@@ -69,6 +89,19 @@ def search_text(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def minimal_text(record: dict[str, Any]) -> str:
+    """--minimal's answer; a ladder with no example says so in words (the record holds null)."""
+    if record["min_span"] is None:
+        found = f"no adversarial example at any span of {record['spans']}"
+    else:
+        found = (f"smallest span with an adversarial example {record['min_span']}, fewest changed pixels "
+                 f"{record['min_pixels']} (at span {record['min_pixels_span']})")
+    lines = [f"minimal manipulation of pixels {record['dims']} (steps {record['steps']}): {found}; "
+             f"{record['points_evaluated']:,} points in {record['seconds']:.2f} s"]
+    lines += [f"  span {r['span']}: {r['verdict']}" + ("" if r["min_pixels"] is None else
+                                                       f", fewest changed pixels {r['min_pixels']}")
+              for r in record["per_span"]]
+    return "\n".join(lines)
 
 
 def demo_text(s: dict[str, Any]) -> str:

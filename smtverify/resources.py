@@ -7,10 +7,25 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputFileError
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model shipped with the package, the test images that go with it, and what it is."""
+
+    onnx_file: str
+    images_file: str
+    about: str
+
+
 MODELS = {
-    "digits_mlp": ("digits_mlp.onnx", "digits_test.npz"),
-    "digits_cnn": ("digits_cnn.onnx", "digits_test.npz"),
-    "mnist_cnn": ("mnist_cnn.onnx", "mnist_test.npz"),
+    "digits_mlp": BundledModel("digits_mlp.onnx", "digits_test.npz",
+                               "MLP 64-16-16-10 on scikit-learn's 8x8 digits"),
+    "digits_cnn": BundledModel("digits_cnn.onnx", "digits_test.npz",
+                               "CNN (Conv 4x3x3, MaxPool, Gemm) on scikit-learn's 8x8 digits"),
+    "mnist_cnn": BundledModel("mnist_cnn.onnx", "mnist_test.npz",
+                              "CNN (Conv 4, Conv 8, MaxPool, Gemm 32, Gemm 10) on MNIST 28x28, DLV's shape scaled down"),
 }
 DEFAULT_MODEL = "mnist_cnn"
 
@@ -31,12 +46,23 @@ def _data_dir() -> Path:
 def model_path(name: str = DEFAULT_MODEL) -> Path:
     if name not in MODELS:
         raise KeyError(f"no bundled model '{name}'; bundled: {', '.join(MODELS)}")
-    return _data_dir() / "models" / MODELS[name][0]
+    return _data_dir() / "models" / MODELS[name].onnx_file
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """A model argument as the command line takes it: a file that exists wins, so a user's own file
+    named like a bundled model is never shadowed; otherwise a bundled model's name."""
+    if Path(name_or_path).exists():
+        return Path(name_or_path)
+    if name_or_path in MODELS:
+        return model_path(name_or_path)
+    raise InputFileError(f"neither a file nor a bundled model ({', '.join(MODELS)}; `smtverify models` "
+                         "lists them)", file=name_or_path)
 
 
 def test_images(model: str = DEFAULT_MODEL) -> ImageSet:
     """The held-out test images that go with a bundled model."""
-    filename = MODELS[model][1]
+    filename = MODELS[model].images_file
     with np.load(_data_dir() / "images" / filename) as data:
         images = data["images"].astype(np.float32) / np.float32(data["scale"])
         return ImageSet(filename.removesuffix(".npz"), images[:, None], data["labels"].astype(np.int64))
