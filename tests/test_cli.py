@@ -1,13 +1,16 @@
 """The command line on the bundled models: info, eval (npy and png), demo (search: test_search.py)."""
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from smtverify import resources
 from smtverify.cli import main
+from smtverify.cli_args import build_parser
 
 
 def test_info_on_bundled_cnn(capsys):
@@ -43,3 +46,44 @@ def test_demo_finds_proves_certifies_and_writes_files(tmp_path, capsys):
     assert int(example["new_class"]) != int(example["original_class"]) == summary["label"]
     assert Image.open(tmp_path / "adversarial" / "example_0000.png").size == (28, 28)
     assert json.loads((tmp_path / "summary.json").read_text())["label"] == summary["label"]
+
+
+@pytest.fixture
+def digit(tmp_path):
+    data = resources.test_images("digits_cnn")
+    np.save(tmp_path / "digit.npy", data.images[0])
+    return str(tmp_path / "digit.npy"), str(int(data.labels[0]))
+
+
+def test_certify_shows_the_smallest_proven_margin(digit, capsys):
+    x, label = digit
+    certify = ["certify", "digits_cnn", "--input", x, "--label", label, "--eps", "0.01"]
+    assert main(certify + ["--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["verdict"] == "SAFE" and record["min_margin"] > 0
+    assert main(certify) == 0
+    text = capsys.readouterr().out
+    assert f"smallest proven margin: {record['min_margin']:.6g}" in text and "smallest proven margin" in record["guarantee"]
+
+
+def test_minimal_needs_no_span_and_says_so_in_words_when_no_span_has_an_example(digit, tmp_path, capsys):
+    x, label = digit
+    search = ["search", "digits_cnn", "--input", x, "--label", label, "--steps", "1", "--out", str(tmp_path / "out")]
+    assert main(search + ["--pixels", "10,20", "--minimal", "0.001,0.002"]) == 0
+    text = capsys.readouterr().out
+    assert "None" not in text and "no adversarial example at any span of [0.001, 0.002]" in text
+    assert main(search + ["--pixels", "10,20", "--minimal", "0.001,0.002", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["min_span"] is None
+    assert main(search + ["--features", "6", "--minimal", "0.3,0.6,1"]) == 0
+    assert "smallest span with an adversarial example" in capsys.readouterr().out
+    assert main(search) == 2                               # neither --span nor --minimal
+    assert "--span" in capsys.readouterr().err
+
+
+def test_every_option_has_help_and_every_command_an_example():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in subparsers.choices.items():
+        assert command.epilog and f"smtverify {name}" in command.epilog, name
+        for action in command._actions:
+            assert action.help and action.help.strip(), f"{name} {action.option_strings or action.dest}"
