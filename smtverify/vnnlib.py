@@ -37,6 +37,8 @@ _COMPARISONS = {"<=", ">=", "<", ">", "="}
 # SMT-LIB boilerplate that does not change the property.
 _IGNORED_COMMANDS = {"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"}
 _ZERO, _ONE = Fraction(0), Fraction(1)
+_BLANK_OR_COMMENT = re.compile(r"\s+|;[^\n]*")
+_VERSION_COMMAND = re.compile(r"\(\s*vnnlib-version\b")
 
 
 @dataclass(frozen=True)
@@ -129,13 +131,15 @@ class _Row(NamedTuple):
     strict: bool
 
 
-_Atom = Union[_Bound, _Row]
-_Dnf = list[list[_Atom]]                      # a disjunction of conjunctions of atoms
+Atom = Union[_Bound, _Row]
+Dnf = list[list[Atom]]                        # a disjunction of conjunctions of atoms
 _Linear = tuple[dict[str, Fraction], Fraction]  # sum(coeffs[name] * name) + constant
 
 
-class _Reader:
-    """Turns the S-expressions of one file into declarations and the asserts' DNF."""
+class Reader:
+    """Turns the S-expressions of one file into declarations and the asserts' DNF. The 2.0 reader
+    (vnnlib2.py) reuses its atoms, DNF and checks on the official parser's tree, so that both
+    versions are held to the same fragment and read into the same Property."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -144,10 +148,10 @@ class _Reader:
     def fail(self, what: str, line: int | None = None) -> NoReturn:
         raise VnnlibError(what, file=self.path, line=line)
 
-    def read(self, text: str) -> tuple[list[_Atom], _Dnf]:
+    def read(self, text: str) -> tuple[list[Atom], Dnf]:
         """(atoms every disjunct shares, the disjuncts' own atoms): shared atoms are kept once."""
-        common: list[_Atom] = []
-        disjuncts: _Dnf = [[]]
+        common: list[Atom] = []
+        disjuncts: Dnf = [[]]
         for command in parse(text, self.fail):
             if not command or not isinstance(command[0], str):
                 self.fail("expected a command such as (declare-const X_0 Real) or (assert ...)",
@@ -158,14 +162,19 @@ class _Reader:
             elif head == "assert":
                 if len(command) != 2:
                     self.fail("'assert' takes exactly one formula", command.line)
-                dnf = self.formula(command[1], command.line)
-                if len(dnf) == 1:
-                    common.extend(dnf[0])
-                else:
-                    disjuncts = self.conjoin(disjuncts, dnf, command.line)
+                disjuncts = self.assertion(command[1], command.line, common, disjuncts)
             elif head not in _IGNORED_COMMANDS:
                 self.fail(f"unknown command '{head}'", command.line)
         return common, disjuncts
+
+    def assertion(self, formula: object, line: int, common: list[Atom], disjuncts: Dnf) -> Dnf:
+        """Conjoins one asserted formula: a single conjunction goes into `common`, which every
+        disjunct shares; a disjunction multiplies the disjuncts, which are returned."""
+        dnf = self.formula(formula, line)
+        if len(dnf) == 1:
+            common.extend(dnf[0])
+            return disjuncts
+        return self.conjoin(disjuncts, dnf, line)
 
     def declare(self, command: Form) -> None:
         if len(command) != 3 or not isinstance(command[1], str) or command[2] != "Real":
@@ -178,6 +187,12 @@ class _Reader:
             self.fail(f"variable '{name}' is already declared on line {self.declared[name]}",
                       command.line)
         self.declared[name] = command.line
+
+    def property(self, common: list[Atom], disjuncts: Dnf, n_inputs: int | None,
+                 n_outputs: int | None) -> Property:
+        """The Property of the declared variables and the asserts' DNF, as `read` returns it."""
+        n_in, n_out = self.count("X", n_inputs), self.count("Y", n_outputs)
+        return Property(str(self.path), n_in, n_out, _cases(common, disjuncts, n_in, n_out, self))
 
     def count(self, kind: str, expected: int | None) -> int:
         """How many `kind` variables there are; they must be kind_0 .. kind_{n-1}, all declared."""
@@ -192,7 +207,7 @@ class _Reader:
                       lines.get(n - 1))
         return n
 
-    def formula(self, node: object, line: int) -> _Dnf:
+    def formula(self, node: object, line: int) -> Dnf:
         """A formula in DNF."""
         if not isinstance(node, Form) or len(node) < 2 or not isinstance(node[0], str):
             self.fail("expected a comparison or an 'and' / 'or' of them", line)
@@ -200,7 +215,7 @@ class _Reader:
         if head in _COMPARISONS:
             return [self.comparison(node)]
         if head == "and":
-            dnf: _Dnf = [[]]
+            dnf: Dnf = [[]]
             for part in node[1:]:
                 dnf = self.conjoin(dnf, self.formula(part, node.line), node.line)
             return dnf
@@ -211,7 +226,7 @@ class _Reader:
             return dnf
         self.fail(f"unsupported connective or comparison '{head}'", node.line)
 
-    def conjoin(self, left: _Dnf, right: _Dnf, line: int) -> _Dnf:
+    def conjoin(self, left: Dnf, right: Dnf, line: int) -> Dnf:
         """left AND right in DNF; extends in place when right is one term, the common case."""
         if len(left) * len(right) > MAX_DNF_TERMS:
             self.fail(f"the formula has more than {MAX_DNF_TERMS} disjuncts in DNF", line)
@@ -221,7 +236,7 @@ class _Reader:
             return left
         return [a + b for a in left for b in right]
 
-    def comparison(self, node: Form) -> list[_Atom]:
+    def comparison(self, node: Form) -> list[Atom]:
         """One comparison as atoms: `=` gives two, a comparison of constants that holds none."""
         if len(node) != 3:
             self.fail(f"'{node[0]}' takes exactly two arguments", node.line)
@@ -233,7 +248,7 @@ class _Reader:
             return self.atoms(coeffs, "<=", rhs, node.line) + self.atoms(coeffs, ">=", rhs, node.line)
         return self.atoms(coeffs, node[0], rhs, node.line)
 
-    def atoms(self, coeffs: dict[str, Fraction], op: str, rhs: Fraction, line: int) -> list[_Atom]:
+    def atoms(self, coeffs: dict[str, Fraction], op: str, rhs: Fraction, line: int) -> list[Atom]:
         """`coeffs·v op rhs` as an input bound or an output row (none if it always holds)."""
         below, strict = op in ("<=", "<"), op in ("<", ">")
         if not coeffs:
@@ -354,7 +369,7 @@ class _Bounds:
     def copy(self) -> _Bounds:
         return _Bounds(list(self.lower), list(self.upper))
 
-    def add(self, bound: _Bound, reader: _Reader) -> None:
+    def add(self, bound: _Bound, reader: Reader) -> None:
         i, value = bound.index, bound.value
         if bound.upper:
             if self.upper[i] is None or value < self.upper[i]:
@@ -365,7 +380,7 @@ class _Bounds:
             reader.fail(f"the input region is empty: X_{i} >= {float(self.lower[i])} and "
                         f"X_{i} <= {float(self.upper[i])}", bound.line)
 
-    def box(self, reader: _Reader) -> InputBox:
+    def box(self, reader: Reader) -> InputBox:
         for i, (low, high) in enumerate(zip(self.lower, self.upper)):
             if low is None or high is None:
                 side = "lower" if low is None else "upper"
@@ -392,7 +407,7 @@ def _frozen(values: list) -> np.ndarray:
     return array
 
 
-def _exact_coefficients(row: _Row, reader: _Reader) -> _Row:
+def _exact_coefficients(row: _Row, reader: Reader) -> _Row:
     """The row scaled by a positive rational so that every coefficient is a float exactly (0.1 y0
     <= 0.3 becomes y0 <= 3): bounds and checks then use the written row, not a rounded one. Rows
     already exact are kept as written."""
@@ -407,7 +422,7 @@ def _exact_coefficients(row: _Row, reader: _Reader) -> _Row:
     return _Row(coeffs, row.rhs * scale, row.strict)
 
 
-def _constraint(rows: list[_Row], n_outputs: int, reader: _Reader) -> OutputConstraint:
+def _constraint(rows: list[_Row], n_outputs: int, reader: Reader) -> OutputConstraint:
     rows = [_exact_coefficients(row, reader) for row in rows]
     A = np.zeros((len(rows), n_outputs))
     for r, row in enumerate(rows):
@@ -420,8 +435,8 @@ def _constraint(rows: list[_Row], n_outputs: int, reader: _Reader) -> OutputCons
                             tuple(row.rhs for row in rows))
 
 
-def _cases(common: list[_Atom], disjuncts: _Dnf, n_inputs: int, n_outputs: int,
-           reader: _Reader) -> tuple[Case, ...]:
+def _cases(common: list[Atom], disjuncts: Dnf, n_inputs: int, n_outputs: int,
+           reader: Reader) -> tuple[Case, ...]:
     """One Case per distinct box, in order of first appearance; each lists its disjuncts' rows."""
     shared = _Bounds([None] * n_inputs, [None] * n_inputs)
     for bound in (a for a in common if isinstance(a, _Bound)):
@@ -453,15 +468,30 @@ def _cases(common: list[_Atom], disjuncts: _Dnf, n_inputs: int, n_outputs: int,
     return tuple(Case(box, tuple(constraints)) for box, constraints in cases)
 
 
+def _is_version_2(text: str) -> bool:
+    """Whether the file opens, after comments and blank space, with VNN-LIB 2.0's mandatory
+    `(vnnlib-version <2.x>)`; 1.0 has no such command. Skipped one match at a time: a single
+    regular expression for "comments, then the command" backtracks exponentially on ';;;;...'."""
+    position, skipped = 0, _BLANK_OR_COMMENT.match(text)
+    while skipped and skipped.end() > position:
+        position = skipped.end()
+        skipped = _BLANK_OR_COMMENT.match(text, position)
+    return _VERSION_COMMAND.match(text, position) is not None
+
+
 def read_vnnlib(path: str | Path, n_inputs: int | None = None,
                 n_outputs: int | None = None) -> Property:
-    """Read a VNN-LIB file; n_inputs / n_outputs (from the network) are checked when given."""
+    """Read a VNN-LIB file; n_inputs / n_outputs (from the network) are checked when given. A file
+    that opens with `(vnnlib-version <...>)` is VNN-LIB 2.0, read through the official parser;
+    any other is 1.0, read here."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise VnnlibError(f"cannot read the property file: {error}", file=path) from None
-    reader = _Reader(path)
+    if _is_version_2(text):
+        from .vnnlib2 import read_vnnlib2       # here, not above: vnnlib2 builds on this module
+        return read_vnnlib2(path, text, n_inputs, n_outputs)
+    reader = Reader(path)
     common, disjuncts = reader.read(text)
-    n_in, n_out = reader.count("X", n_inputs), reader.count("Y", n_outputs)
-    return Property(str(path), n_in, n_out, _cases(common, disjuncts, n_in, n_out, reader))
+    return reader.property(common, disjuncts, n_inputs, n_outputs)
