@@ -2,7 +2,11 @@
 
 Each example is written the moment it is confirmed, so a long run that is interrupted keeps what it
 found. Per example an npz holds the exact float32 input and how it differs from the original; image
-inputs also get a PNG. `retrain.npz` (inputs, labels: the correct class of each example written) is
+inputs also get a PNG. The PNG is the example itself (example_NNNN.png) only when reading it back gives
+the same tensor: the input lies on the 8-bit lattice k/255 of the [0, 1] range a PNG is read into (the
+search's grids do, by default, for 8-bit inputs). Otherwise (brightness or contrast, a counterexample
+between grid points, an input that is not 8-bit) the npz is the example and the PNG, named
+example_NNNN.picture.png, only shows it; the npz says which (`png`, `png_exact`). `retrain.npz` (inputs, labels: the correct class of each example written) is
 written when the writer closes, also on an interrupt, and loads straight into a training loop.
 At most `max_files` examples are written (a grid can hold millions): later ones are only counted,
 so disk and memory stay bounded, and retrain.npz holds the written ones.
@@ -24,22 +28,39 @@ def is_image(shape: tuple[int, ...]) -> bool:
     return len(spatial) == 2 and min(spatial) >= 4 and (len(shape) == 2 or shape[0] in (1, 3))
 
 
+def to_pixels(x: np.ndarray, domain: Domain = (0.0, 1.0)) -> np.ndarray:
+    """An image input as 8-bit values in its own layout, the domain mapped onto 0..255."""
+    lo, hi = domain
+    return np.round(np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def png_is_exact(x: np.ndarray, domain: Domain = (0.0, 1.0)) -> bool:
+    """Whether its PNG, read back as an input (8-bit values / 255 in float32), is exactly x."""
+    x = np.asarray(x)
+    return x.dtype == np.float32 and np.array_equal(to_pixels(x, domain).astype(np.float32) / np.float32(255), x)
+
+
 def save_png(x: np.ndarray, path: Path, domain: Domain = (0.0, 1.0)) -> None:
     """An image input as an 8-bit PNG, the domain mapped onto 0..255."""
     from PIL import Image
 
-    lo, hi = domain
-    pixels = np.round(np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+    pixels = to_pixels(x, domain)
     pixels = pixels.reshape(pixels.shape[-2:]) if pixels.ndim == 2 or pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)
     Image.fromarray(pixels).save(path)
+
+
+def png_name(stem: str, exact: bool) -> str:
+    """stem.png for a PNG that is the input exactly, stem.picture.png for one that only shows it."""
+    return f"{stem}.png" if exact else f"{stem}.picture.png"
 
 
 MAX_FILES = 1000
 
 
 class ExampleWriter:
-    """Writes example_NNNN.npz (and .png for images) under `out_dir` for the first `max_files`
-    examples (None: all), counts the rest, and writes retrain.npz on close."""
+    """Writes example_NNNN.npz (and a PNG for images: .png, or .picture.png when it cannot hold the
+    example exactly) under `out_dir` for the first `max_files` examples (None: all), counts the rest,
+    and writes retrain.npz on close."""
 
     def __init__(self, out_dir: str | Path, original: np.ndarray, domain: Domain = (0.0, 1.0),
                  max_files: int | None = MAX_FILES) -> None:
@@ -53,7 +74,7 @@ class ExampleWriter:
         self.inputs: list[np.ndarray] = []
         self.labels: list[int] = []
         if self.images:
-            save_png(self.original, self.out_dir / "original.png", domain)
+            save_png(self.original, self.out_dir / png_name("original", png_is_exact(self.original, domain)), domain)
 
     def write(self, found: Found) -> Path | None:
         """Save one example; sets and returns its npz path. Past `max_files` examples, only counts it."""
@@ -62,11 +83,14 @@ class ExampleWriter:
             return None
         e = found.example
         path = self.out_dir / f"example_{len(self.inputs):04d}.npz"
+        if self.images:
+            found.png_exact = png_is_exact(e.input, self.domain)
+            found.png_file = str(path.with_name(png_name(path.stem, found.png_exact)))
+            save_png(e.input, Path(found.png_file), self.domain)
         np.savez(path, input=e.input, original=self.original, original_class=e.original_class,
                  new_class=e.new_class, changed_dims=e.changed_dims, manipulated_dims=np.asarray(found.dims, np.int64),
-                 c=e.c, logits=e.logits, l0=e.l0, l1=e.l1, l2=e.l2, linf=e.linf, confirmed_by=e.confirmed_by)
-        if self.images:
-            save_png(e.input, path.with_suffix(".png"), self.domain)
+                 c=e.c, logits=e.logits, l0=e.l0, l1=e.l1, l2=e.l2, linf=e.linf, confirmed_by=e.confirmed_by,
+                 png=Path(found.png_file).name if found.png_file else "", png_exact=bool(found.png_exact))
         self.inputs.append(e.input)
         self.labels.append(e.original_class)
         found.input_file = str(path)

@@ -138,12 +138,15 @@ class Found:
     example: Example                   # c indexes `dims`
     dims: list[int]                    # the features the manipulation moved, in c's order
     round: int
-    input_file: str | None = None
+    input_file: str | None = None     # the npz ExampleWriter wrote: the example, exactly
+    png_file: str | None = None       # its PNG (images), the example itself only when png_exact
+    png_exact: bool | None = None     # the PNG, read back, is exactly the example's input
     off_grid: bool = False             # found by the verifier between grid points (lifting): c is empty
     layer: str | None = None           # found at this hidden layer: dims and c index its values
 
     def summary(self) -> dict[str, Any]:
-        return {"input_file": self.input_file, "round": self.round, "dims": self.dims, "off_grid": self.off_grid,
+        return {"input_file": self.input_file, "png_file": self.png_file, "png_exact": self.png_exact,
+                "round": self.round, "dims": self.dims, "off_grid": self.off_grid,
                 "layer": self.layer,
                 **self.example.summary()}
 

@@ -140,7 +140,8 @@ def test_cli_search_json_deterministic_and_files_readable(tmp_path, mnist_npy, c
         for part in record["grids"]:
             part.pop("seconds"), part.pop("search_seconds")
         for e in record["examples"]:
-            e["input_file"] = e["input_file"].replace(str(tmp_path / "b"), str(tmp_path / "a"))
+            for key in ("input_file", "png_file"):
+                e[key] = e[key].replace(str(tmp_path / "b"), str(tmp_path / "a"))
     assert records[0] == records[1]
     saved = np.load(example["input_file"])
     x = np.load(mnist_npy)[0]
