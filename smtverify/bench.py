@@ -1,5 +1,6 @@
 """Running a competition `instances.csv`: every instance decided, written to the results file as
-soon as it is known (an interrupted run keeps what it found), and compared with the expected verdict."""
+soon as it is known (an interrupted run keeps what it found), and compared with the expected verdict.
+Each counterexample is saved beside the results file in the competition's format."""
 from __future__ import annotations
 
 import csv
@@ -10,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .confirm import write_vnncomp_result
 from .errors import InputFileError, SmtVerifyError
 from .onnx_import import load_onnx
 from .verdict import Result, Verdict
 from .verify import Settings, Verifier
 from .vnnlib import read_vnnlib
 
-FIELDS = ["onnx", "vnnlib", "timeout_s", "expected", "verdict", "correct", "seconds", "detail"]
+FIELDS = ["onnx", "vnnlib", "timeout_s", "expected", "verdict", "correct", "seconds", "detail", "counterexample"]
 
 
 @dataclass
@@ -143,11 +145,12 @@ def run(instances: list[Instance], timeout_scale: float = 1.0, out: str | Path |
             outcome = Outcome(instance, verdict, time.perf_counter() - start,
                               failure.message if failure else _detail(result), failure, result)
             if writer:
+                saved = _save_counterexample(Path(out), index, outcome)
                 writer.writerow({"onnx": str(instance.onnx), "vnnlib": str(instance.vnnlib),
                                  "timeout_s": instance.timeout, "expected": instance.expected or "",
                                  "verdict": verdict, "correct": "" if not instance.expected or not outcome.solved
                                  else str(not outcome.wrong).lower(), "seconds": f"{outcome.seconds:.3f}",
-                                 "detail": outcome.detail})
+                                 "detail": outcome.detail, "counterexample": saved.name if saved else ""})
                 handle.flush()
             if report:
                 report(outcome, index)
@@ -155,6 +158,20 @@ def run(instances: list[Instance], timeout_scale: float = 1.0, out: str | Path |
     finally:
         if handle:
             handle.close()
+
+
+def counterexample_path(out: Path, index: int, instance: Instance) -> Path:
+    """Beside the results file, named by its row, network and property, so that a suite repeating a
+    network or a property keeps every counterexample."""
+    return out.with_name(f"{out.stem}.{index + 1:04d}.{instance.onnx.stem}.{instance.vnnlib.stem}.counterexample")
+
+
+def _save_counterexample(out: Path, index: int, outcome: Outcome) -> Path | None:
+    if outcome.result is None or outcome.result.counterexample is None:
+        return None
+    path = counterexample_path(out, index, outcome.instance)
+    write_vnncomp_result(path, outcome.verdict, outcome.result.counterexample)
+    return path
 
 
 def _detail(result: Result) -> str:

@@ -91,3 +91,15 @@ def test_vnnlib_json_on_a_bad_property_is_still_one_object(files, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["result"] == "error"
     assert len(captured.err.strip().splitlines()) == 1 and "bad.vnnlib" in captured.err
+
+
+def test_bench_saves_each_counterexample_beside_its_result(files, capsys):
+    out = files["tmp"] / "results.csv"
+    assert main(["bench", files["csv"], "--out", str(out)]) == 0
+    row = next(csv.DictReader(open(out)))
+    saved = files["tmp"] / row["counterexample"]
+    assert row["verdict"] == "sat" and saved.suffix == ".counterexample" and saved.parent == out.parent
+    lines = saved.read_text().splitlines()
+    assert lines[0] == "sat" and lines[1] == "(" and lines[-1] == ")"
+    values = {name: float(value) for name, value in (line.strip("()").split() for line in lines[2:-1])}
+    assert set(values) == {"X_0", "X_1", "Y_0", "Y_1"} and values["Y_1"] >= values["Y_0"]
