@@ -20,7 +20,7 @@ from .export import ExampleWriter
 from .network import Network
 from .onnx_import import load_onnx
 from .reference import OnnxRuntimeExecutor
-from .search import SearchSettings, dlv_search
+from .search import SearchReport, SearchSettings, dlv_search
 from .verify import Settings, Verifier, robustness_property
 
 MODEL, IMAGE = "mnist_cnn", 0
@@ -60,13 +60,16 @@ def run_demo(out_dir: str | Path = "smtverify-demo") -> dict[str, Any]:
     certified = Verifier(network, Settings(timeout=30)).verify(robustness_property(network, x, label, EPS))
     summary = {
         "model": MODEL, "image": IMAGE, "label": label, "models": models,
-        "find": {"settings": _settings(FIND), **found.summary()},
-        "prove": {"settings": _settings(PROVE), **proved.summary()},
+        "find": {"settings": _settings(FIND, found), **found.summary()},
+        "prove": {"settings": _settings(PROVE, proved), **proved.summary()},
         "certify": {"eps": EPS, **certified.summary()},
         "out": str(out), "seconds": round(time.perf_counter() - start, 3)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def _settings(settings: SearchSettings) -> dict[str, Any]:
-    return {k: v for k, v in settings.__dict__.items() if k not in ("domain", "evaluator")}
+def _settings(settings: SearchSettings, report: SearchReport) -> dict[str, Any]:
+    """The settings as searched: the span is the one the grid used, to 6 digits (on the image's 8-bit
+    lattice; the report's span_used is exact and its grid_note says how it was rounded)."""
+    asked = {k: v for k, v in settings.__dict__.items() if k not in ("domain", "evaluator")}
+    return {**asked, "span": round(report.grid.span, 6)}

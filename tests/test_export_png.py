@@ -9,6 +9,7 @@ import pytest
 
 from smtverify import resources
 from smtverify.cli import main
+from smtverify.demo import run_demo
 from smtverify.export import ExampleWriter, save_png
 from smtverify.inputs import read_array
 from smtverify.onnx_import import load_onnx
@@ -80,3 +81,13 @@ def test_an_input_off_the_lattice_gets_picture_pngs_only(tmp_path, mnist, capsys
     check_examples(report.examples, labels[0], capsys)
     assert not any(f.png_exact for f in report.examples)
     assert (tmp_path / "original.picture.png").is_file() and not (tmp_path / "original.png").exists()
+
+
+def test_the_demos_adversarial_png_stays_adversarial(tmp_path, capsys):
+    summary = run_demo(tmp_path)
+    pngs = sorted((tmp_path / "adversarial").glob("example_*.png"))
+    assert pngs and len(pngs) == len(summary["find"]["examples"])
+    for png in pngs:
+        assert np.array_equal(read_array(png), np.load(png.with_suffix(".npz"))["input"])
+        assert eval_class(str(png), capsys) != summary["label"]
+    assert summary["find"]["settings"]["span"] == round(summary["find"]["span_used"], 6) == 0.25098
