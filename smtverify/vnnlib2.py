@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import VnnlibError
-from .sexpr import Form
+from .sexpr import MAX_NESTING, Form
 from .vnnlib import Atom, Dnf, Property, Reader
 
-INSTALL_HINT = "pip install 'smtverify[vnnlib2]'"
+INSTALL_HINT = 'pip install "smtverify[vnnlib2]"'
 _COMPARISONS = {"LessEqual": "<=", "GreaterEqual": ">=", "LessThan": "<", "GreaterThan": ">", "Equal": "="}
 _CONNECTIVES = {"And": "and", "Or": "or"}
+_COMMENT = re.compile(r";[^\n]*")
+_PARENTHESIS = re.compile(r"[()]")
 
 
 def read_vnnlib2(path: Path, text: str, n_inputs: int | None, n_outputs: int | None) -> Property:
@@ -53,11 +56,25 @@ def _parse(path: Path, text: str) -> Any:
     except ImportError:
         raise VnnlibError(f"this is a VNN-LIB 2.0 file, which needs the official parser: {INSTALL_HINT}",
                           file=path) from None
+    _check_nesting(path, text)
     try:
         return vnnlib.parse_query_string(text)
     except vnnlib.VNNLibException as error:
         what, line = _parser_message(str(error))
         raise VnnlibError(f"the VNN-LIB 2.0 parser refuses the file: {what}", file=path, line=line) from None
+
+
+def _check_nesting(path: Path, text: str) -> None:
+    """Refuses forms nested deeper than the 1.0 reader allows, before the official parser sees
+    them: it crashes the interpreter (a C++ stack overflow) at about 100,000 levels, and the
+    translation below recurses once per level."""
+    code, depth = _COMMENT.sub("", text), 0
+    for parenthesis in _PARENTHESIS.finditer(code):
+        depth += 1 if parenthesis.group() == "(" else -1
+        if depth > MAX_NESTING:
+            line = code.count("\n", 0, parenthesis.start()) + 1
+            raise VnnlibError(f"forms nested more than {MAX_NESTING} deep are not supported",
+                              file=path, line=line)
 
 
 def _parser_message(message: str) -> tuple[str, int | None]:
