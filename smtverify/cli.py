@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     parser = build_parser()
     args = parser.parse_args(attached_negative_values(sys.argv[1:] if argv is None else list(argv)))
-    args.started = started
+    args.started, args.emitted = started, False
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
@@ -49,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         named = isinstance(error, SmtVerifyError)
-        print(f"smtverify: {'error: ' + str(error) if named else _internal(error)}", file=sys.stderr)
-        return EXIT_ERROR if named else EXIT_INTERNAL
+        message = "error: " + str(error) if named else _internal(error)
+        print(f"smtverify: {message}", file=sys.stderr)
+        status = EXIT_ERROR if named else EXIT_INTERNAL
+        if args.json and not args.emitted:      # a reader of stdout still gets its one object
+            print(json.dumps({"error": message, "exit_status": status}))
+        return status
 
 
 def _time_left(args: argparse.Namespace) -> float:
@@ -74,6 +78,7 @@ def _discard_stdout() -> None:
 
 def _emit(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
     print(json.dumps(record) if args.json else text)
+    args.emitted = True
 
 
 # ----- info ------------------------------------------------------------------------------------
@@ -125,9 +130,11 @@ def _vnnlib(args: argparse.Namespace) -> int:
     if result is None:
         if args.out:
             confirm.write_vnncomp_result(args.out, "error")
-        print(json.dumps({"result": "error", "error": failure.message}) if args.json else "error", flush=True)
+        status = EXIT_INTERNAL if failure.internal else EXIT_ERROR
+        print(json.dumps({"result": "error", "error": failure.message, "exit_status": status}) if args.json
+              else "error", flush=True)
         _report_failure(failure, args.debug)
-        return EXIT_INTERNAL if failure.internal else EXIT_ERROR
+        return status
     word = result.verdict.vnncomp
     if args.out:      # first, so that a reader who stops after the first line loses nothing
         confirm.write_vnncomp_result(args.out, word, result.counterexample)

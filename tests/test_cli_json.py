@@ -103,3 +103,12 @@ def test_bench_saves_each_counterexample_beside_its_result(files, capsys):
     assert lines[0] == "sat" and lines[1] == "(" and lines[-1] == ")"
     values = {name: float(value) for name, value in (line.strip("()").split() for line in lines[2:-1])}
     assert set(values) == {"X_0", "X_1", "Y_0", "Y_1"} and values["Y_1"] >= values["Y_0"]
+
+
+def test_a_named_error_with_json_is_one_object_on_stdout_and_one_line_on_stderr(files, capsys):
+    assert main(["certify", "digits_cnn", "--input", files["digit"], "--label", files["label"], "--eps", "0.1",
+                 "--domain", "0.5,1", "--json"]) == 2
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["exit_status"] == 2 and "--domain" in record["error"]
+    assert len(captured.err.strip().splitlines()) == 1 and "--domain" in captured.err
