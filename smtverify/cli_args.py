@@ -79,11 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=help_text, description=help_text,
                               epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    _models(command)
-    _info_and_eval(command)
-    _competition(command)
-    _certify(command)
-    _search(command)
+    _add_models(command)
+    _add_info_and_eval(command)
+    _add_competition(command)
+    _add_certify(command)
+    _add_search(command)
     demo = command("demo", "the main job on the bundled MNIST CNN: find an adversarial example, prove a smaller "
                    "region safe on the grid, certify an L-infinity ball", "smtverify demo --out smtverify-demo")
     demo.add_argument("--out", default="smtverify-demo", help="folder for the files (default ./smtverify-demo)")
@@ -93,11 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 Command = Callable[[str, str, str], argparse.ArgumentParser]
 
 
-def _models(command: Command) -> None:
+def _add_models(command: Command) -> None:
     command("models", "list the bundled models: name, input shape, classes, what each is", "smtverify models")
 
 
-def _info_and_eval(command: Command) -> None:
+def _add_info_and_eval(command: Command) -> None:
     info = command("info", "list a model's layers and whether every operator is supported", "smtverify info mnist_cnn")
     info.add_argument("model", type=_model, help=MODEL_HELP)
     evaluate = command("eval", "run a model on one input and print its output and class",
@@ -108,7 +108,7 @@ def _info_and_eval(command: Command) -> None:
                           help="the precision the model runs in (default float32, as onnxruntime)")
 
 
-def _competition(command: Command) -> None:
+def _add_competition(command: Command) -> None:
     vnnlib = command("vnnlib", "decide a VNN-LIB property (first stdout line: sat, unsat, unknown, timeout or error; "
                      "with --json, one JSON object holding it)",
                      "smtverify vnnlib net.onnx prop.vnnlib --timeout 60 --out result.txt")
@@ -131,7 +131,7 @@ def _competition(command: Command) -> None:
                         help="time for tightening neuron bounds by LP before encoding (0: none)")
 
 
-def _certify(command: Command) -> None:
+def _add_certify(command: Command) -> None:
     certify = command("certify", "L-infinity robustness of one classification decision",
                       "smtverify certify mnist_cnn --input digit.png --label 7 --eps 0.02 --timeout 120")
     certify.add_argument("model", type=_model, help=MODEL_HELP)
@@ -144,7 +144,7 @@ def _certify(command: Command) -> None:
     certify.add_argument("--out", help="save a counterexample (npy) here")
 
 
-def _search(command: Command) -> None:
+def _add_search(command: Command) -> None:
     search = command("search", "DLV search for adversarial examples on a grid of manipulations "
                      "(SAFE_ON_GRID / UNSAFE / UNKNOWN)",
                      "smtverify search mnist_cnn --input digit.png --label 7 --features 8 --heuristic gradient "

@@ -14,33 +14,23 @@ from smtverify import resources
 from smtverify.cli import main
 from smtverify.cli_args import build_parser
 from tests.conftest import make_model, save
-
-VIOLATED = """(declare-const X_0 Real)
-(declare-const X_1 Real)
-(declare-const Y_0 Real)
-(declare-const Y_1 Real)
-(assert (>= X_0 -1.0))
-(assert (<= X_0 1.0))
-(assert (>= X_1 -1.0))
-(assert (<= X_1 1.0))
-(assert (>= Y_1 Y_0))
-"""
+from tests.test_cli_hardening import PROPERTY
 
 
 @pytest.fixture
 def files(tmp_path):
     """A two-input net whose property is violated (y1 = 2 x1 can exceed y0 = x0), an instances.csv
-    over it, and a bundled test digit."""
+    over them, and a bundled test digit."""
     nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="dense", transB=1)]
-    model = make_model(nodes, ["N", 2], initializers={"w": np.array([[1.0, 0.0], [0.0, 2.0]], np.float32),
-                                                      "b": np.zeros(2, np.float32)})
-    onnx_path = save(model, tmp_path)
-    (tmp_path / "prop.vnnlib").write_text(VIOLATED)
+    weights = {"w": np.array([[1.0, 0.0], [0.0, 2.0]], np.float32), "b": np.zeros(2, np.float32)}
+    onnx_path = save(make_model(nodes, ["N", 2], initializers=weights), tmp_path)
+    prop = tmp_path / "prop.vnnlib"
+    prop.write_text(PROPERTY)
     with open(tmp_path / "instances.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([["onnx", "vnnlib", "timeout_s", "expected"], [onnx_path.name, "prop.vnnlib", 10, "sat"]])
+        csv.writer(handle).writerows([["onnx", "vnnlib", "timeout_s", "expected"], [onnx_path.name, prop.name, 10, "sat"]])
     data = resources.test_images("digits_cnn")
     np.save(tmp_path / "digit.npy", data.images[0])
-    return {"onnx": str(onnx_path), "prop": str(tmp_path / "prop.vnnlib"), "csv": str(tmp_path / "instances.csv"),
+    return {"onnx": str(onnx_path), "prop": str(prop), "csv": str(tmp_path / "instances.csv"),
             "digit": str(tmp_path / "digit.npy"), "label": str(int(data.labels[0])), "tmp": tmp_path}
 
 
