@@ -4,7 +4,7 @@
 2. DLV's rounds with the gradient heuristic find an adversarial example of a bundled image.
 3. The same first features, moved by smaller steps, are proven safe on their whole grid.
 4. An L-infinity ball around the image is certified SAFE on the continuous region (bounds and Z3).
-Files (examples as npz and PNG, retrain.npz, summary.json) go to the output folder.
+Files (examples as npz, PNG and a panel for people, retrain.npz, summary.json) go to the output folder.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def run_demo(out_dir: str | Path = "smtverify-demo") -> dict[str, Any]:
     network = load_onnx(resources.model_path(MODEL))
     data = resources.test_images(MODEL)
     x, label = data.images[IMAGE], int(data.labels[IMAGE])
-    with ExampleWriter(out / "adversarial", x) as writer:
+    with ExampleWriter(out / "adversarial", x, panels=True, original_logits=network.logits(x)[0]) as writer:
         found = dlv_search(network, x, label, FIND, on_found=writer.write)
     first = [g.dims for g in found.grids if g.round == 1][0]
     with ExampleWriter(out / "safe", x) as writer:

@@ -6,7 +6,8 @@ inputs also get a PNG. The PNG is the example itself (example_NNNN.png) only whe
 the same tensor: the input lies on the 8-bit lattice k/255 of the [0, 1] range a PNG is read into (the
 search's grids do, by default, for 8-bit inputs). Otherwise (brightness or contrast, a counterexample
 between grid points, an input that is not 8-bit) the npz is the example and the PNG, named
-example_NNNN.picture.png, only shows it; the npz says which (`png`, `png_exact`). `retrain.npz` (inputs, labels: the correct class of each example written) is
+example_NNNN.picture.png, only shows it; the npz says which (`png`, `png_exact`). With `panels`, each
+image example also gets example_NNNN.panel.png for people (panel.py): original, adversarial, difference. `retrain.npz` (inputs, labels: the correct class of each example written) is
 written when the writer closes, also on an interrupt, and loads straight into a training loop.
 At most `max_files` examples are written (a grid can hold millions): later ones are only counted,
 so disk and memory stay bounded, and retrain.npz holds the written ones.
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .manipulations import Domain
+from .panel import save_panel
 from .search import Found
 
 
@@ -60,12 +62,15 @@ MAX_FILES = 1000
 class ExampleWriter:
     """Writes example_NNNN.npz (and a PNG for images: .png, or .picture.png when it cannot hold the
     example exactly) under `out_dir` for the first `max_files` examples (None: all), counts the rest,
-    and writes retrain.npz on close."""
+    and writes retrain.npz on close. `panels` adds a panel per image example; `original_logits`
+    (the network's output on the original) adds the original's confidence to it."""
 
     def __init__(self, out_dir: str | Path, original: np.ndarray, domain: Domain = (0.0, 1.0),
-                 max_files: int | None = MAX_FILES) -> None:
+                 max_files: int | None = MAX_FILES, panels: bool = False,
+                 original_logits: np.ndarray | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.max_files = max_files
+        self.panels, self.original_logits = panels, original_logits
         self.not_written = 0
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.original = np.asarray(original, dtype=np.float32)
@@ -87,6 +92,9 @@ class ExampleWriter:
             found.png_exact = png_is_exact(e.input, self.domain)
             found.png_file = str(path.with_name(png_name(path.stem, found.png_exact)))
             save_png(e.input, Path(found.png_file), self.domain)
+            if self.panels:
+                save_panel(path.with_name(f"{path.stem}.panel.png"), self.original, e, self.domain,
+                           self.original_logits)
         np.savez(path, input=e.input, original=self.original, original_class=e.original_class,
                  new_class=e.new_class, changed_dims=e.changed_dims, manipulated_dims=np.asarray(found.dims, np.int64),
                  c=e.c, logits=e.logits, l0=e.l0, l1=e.l1, l2=e.l2, linf=e.linf, confirmed_by=e.confirmed_by,

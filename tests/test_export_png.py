@@ -85,9 +85,10 @@ def test_an_input_off_the_lattice_gets_picture_pngs_only(tmp_path, mnist, capsys
 
 def test_the_demos_adversarial_png_stays_adversarial(tmp_path, capsys):
     summary = run_demo(tmp_path)
-    pngs = sorted((tmp_path / "adversarial").glob("example_*.png"))
+    pngs = sorted((tmp_path / "adversarial").glob("example_????.png"))
     assert pngs and len(pngs) == len(summary["find"]["examples"])
     for png in pngs:
         assert np.array_equal(read_array(png), np.load(png.with_suffix(".npz"))["input"])
         assert eval_class(str(png), capsys) != summary["label"]
+        assert png.with_name(f"{png.stem}.panel.png").is_file()
     assert summary["find"]["settings"]["span"] == round(summary["find"]["span_used"], 6) == 0.25098
