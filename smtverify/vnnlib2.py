@@ -157,11 +157,9 @@ class _Translator:
         self.reader.fail(f"unsupported term '{node}'")
 
     def variable(self, node: Any) -> str:
-        """The element's 1.0 name: X_k or Y_k, k its row-major position in the tensor."""
+        """The element's 1.0 name: X_k or Y_k, k its row-major position in the tensor (hidden
+        nodes, the only other kind, are refused before)."""
         kind = node.kind.name
-        if kind not in self.shapes:
-            self.reader.fail(f"variable '{node.name}' is a {kind.lower()} node, which is not supported",
-                             node.line)
         position = 0
         for index, size in zip(node.indices, self.shapes[kind]):
             position = position * size + index
