@@ -65,8 +65,6 @@ def resolve(levels: int | None, x: np.ndarray, span: float) -> LatticeGrid:
         if lattice_indices(x, EIGHT_BIT) is None:
             return LatticeGrid(None, span)
         levels = EIGHT_BIT
-    elif levels < 0:
-        raise SmtVerifyError(f"levels must be 0 (no lattice) or a positive level count, not {levels}", field="levels")
     elif lattice_indices(x, levels) is None:
         raise SmtVerifyError(f"the input does not lie on the lattice k/{levels}: use levels 0 (none) or the "
                              f"input's own level count", field="levels")

@@ -82,6 +82,9 @@ class SearchSettings:
                             ("max_examples", 1)):
             if getattr(self, name) is not None and getattr(self, name) < least:
                 raise SmtVerifyError(f"{name} must be at least {least}, not {getattr(self, name)}", field=name)
+        if self.levels is not None and self.levels < 0:
+            raise SmtVerifyError(f"levels must be 0 (no lattice) or a positive level count, not {self.levels}",
+                                 field="levels")
         if self.layer is not None and self.family != "pixel":
             raise SmtVerifyError("a hidden-layer search takes its input region from the pixel family", field="layer")
         if self.features > network.n_inputs:

@@ -83,3 +83,10 @@ def test_minimal_search_rounds_its_ladder_onto_the_lattice():
     network, x, label = mnist()
     report = minimal_search(network, x, [100, 200], [0.001, 0.002, 0.05], 1, label, SearchSettings(timeout=30))
     assert report.spans == [1 / 255, 13 / 255] and report.levels == 255 and "13/255" in report.grid_note
+
+
+def test_negative_levels_are_refused_by_name():
+    network, x, label = mnist()
+    with pytest.raises(SmtVerifyError, match="levels must be 0") as error:
+        dlv_search(network, x, label, SearchSettings(levels=-1))
+    assert error.value.field == "levels"
