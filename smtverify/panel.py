@@ -14,6 +14,7 @@ import numpy as np
 
 from .grid import Example
 from .manipulations import Domain
+from .png import to_pixels
 
 TILE = 224                 # each image is enlarged to about this many pixels on its longer side
 MARGIN, LINE = 8, 18       # around tiles; one line of text
@@ -28,10 +29,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def _rgb(x: np.ndarray, domain: Domain) -> np.ndarray:
     """An image input (H, W), (1, H, W) or (3, H, W) as 8-bit RGB (H, W, 3), the domain onto 0..255."""
-    lo, hi = domain
-    x = np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0, 1)
-    x = x.reshape((1,) + x.shape[-2:]) if x.ndim == 2 or x.shape[0] == 1 else x
-    return np.round(np.moveaxis(np.broadcast_to(x, (3,) + x.shape[1:]), 0, -1) * 255).astype(np.uint8)
+    pixels = to_pixels(x, domain)
+    pixels = pixels.reshape((1,) + pixels.shape[-2:]) if pixels.ndim == 2 else pixels
+    return np.moveaxis(np.broadcast_to(pixels, (3,) + pixels.shape[1:]), 0, -1)
 
 
 def _heat_map(difference: np.ndarray) -> tuple[np.ndarray, float]:

@@ -10,9 +10,10 @@ import pytest
 from smtverify import resources
 from smtverify.cli import main
 from smtverify.demo import run_demo
-from smtverify.export import ExampleWriter, save_png
+from smtverify.export import ExampleWriter
 from smtverify.inputs import read_array
 from smtverify.onnx_import import load_onnx
+from smtverify.png import save_png
 from smtverify.search import SearchSettings, dlv_search
 
 MODEL = str(resources.model_path("mnist_cnn"))
