@@ -262,7 +262,7 @@ def _search(args: argparse.Namespace) -> int:
     settings = SearchSettings(family=args.family, span=min(spans) if spans else args.span, steps=args.steps, features=args.features or min(4, network.n_inputs),
                               heuristic=args.heuristic, rounds=args.rounds, paths=args.paths, collect_all=args.all,
                               max_examples=args.max_files, max_points=args.budget_points, timeout=_time_left(args),
-                              domain=domain,
+                              domain=domain, levels=args.levels,
                               lift=args.prove_cells, lift_timeout=args.lift_timeout, lift_cells=args.lift_cells,
                               layer=args.layer, hidden=args.layer and HiddenSettings(
                                   args.layer, args.hidden_features, args.steps, args.candidates))

@@ -184,4 +184,6 @@ def _add_search(command: Command) -> None:
     search.add_argument("--budget-points", type=int, help="stop after this many grid points (UNKNOWN)")
     search.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds (default 60)")
     search.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
+    search.add_argument("--levels", type=int, help="pixel grids on the lattice k/N so PNGs hold examples exactly: N "
+                        "levels (255: 8-bit), 0 none (default: 255 when every input value is k/255, else none)")
     search.add_argument("--out", default="smtverify-search", help="folder for the examples (default ./smtverify-search)")
