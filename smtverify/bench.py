@@ -16,6 +16,7 @@ from .errors import InputFileError, SmtVerifyError
 from .onnx_import import load_onnx
 from .verdict import Result, Verdict
 from .verify import Settings, Verifier
+from .verify.progress import Listener
 from .vnnlib import read_vnnlib
 
 FIELDS = ["onnx", "vnnlib", "timeout_s", "expected", "verdict", "correct", "seconds", "detail", "counterexample"]
@@ -109,16 +110,17 @@ def _instance(path: Path, number: int, row: list[str]) -> Instance:
     return Instance(onnx_file, vnnlib_file, timeout, expected or None)
 
 
-def decide(instance: Instance, timeout: float, settings: Settings | None = None) -> tuple[Result | None, Failure | None]:
+def decide(instance: Instance, timeout: float, settings: Settings | None = None,
+           progress: Listener | None = None) -> tuple[Result | None, Failure | None]:
     """One instance: (the result, None), or (None, why it failed). Nothing escapes but an
     interrupt, so one bad instance cannot end a run over a whole suite. The timeout covers reading
-    the files too, as the competition's does."""
+    the files too, as the competition's does. `progress` listens to the decision (Verifier.verify)."""
     start = time.perf_counter()
     try:
         network = load_onnx(instance.onnx)
         prop = read_vnnlib(instance.vnnlib, network.n_inputs, network.n_outputs)
         left = max(0.0, timeout - (time.perf_counter() - start))
-        return Verifier(network, settings or Settings()).verify(prop, timeout=left), None
+        return Verifier(network, settings or Settings()).verify(prop, timeout=left, progress=progress), None
     except SmtVerifyError as error:
         return None, Failure(str(error), internal=False)
     except Exception as error:     # a defect of smtverify's (MemoryError too): reported, never hidden

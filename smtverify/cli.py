@@ -124,9 +124,12 @@ def _vnnlib(args: argparse.Namespace) -> int:
     --json, one object holding it, the result and the counterexample instead."""
     from . import confirm
     from .bench import Instance, decide
+    from .progress_display import certification_progress, wanted
 
     _check_writable(args.out, "--out")
-    result, failure = decide(Instance(Path(args.model), Path(args.property), args.timeout, None), _time_left(args))
+    instance = Instance(Path(args.model), Path(args.property), args.timeout, None)
+    with certification_progress(wanted(args.quiet)) as listener:
+        result, failure = decide(instance, _time_left(args), progress=listener)
     if result is None:
         if args.out:
             confirm.write_vnncomp_result(args.out, "error")
@@ -208,6 +211,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _certify(args: argparse.Namespace) -> int:
     from .inputs import read_input
     from .onnx_import import load_onnx
+    from .progress_display import certification_progress, wanted
     from .verify import Settings, Verifier, robustness_property
 
     low, high = _domain(args.domain)
@@ -216,7 +220,8 @@ def _certify(args: argparse.Namespace) -> int:
     x = read_input(args.input, network)
     _check_within_domain(x, (low, high), args.input)
     prop = robustness_property(network, x, args.label, args.eps, low, high)
-    result = Verifier(network, Settings(timeout=_time_left(args))).verify(prop)
+    with certification_progress(wanted(args.quiet)) as listener:
+        result = Verifier(network, Settings(timeout=_time_left(args))).verify(prop, progress=listener)
     verdict = result.verdict.value if result.verdict in (Verdict.SAFE, Verdict.UNSAFE) else "UNKNOWN"
     record = {"model": network.path, "input": args.input, "label": args.label, "eps": args.eps, **result.summary(),
               "verdict": verdict, "min_margin": result.min_margin}

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    common.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (it is shown only when stderr is a terminal anyway)")
     parser = Parser(prog="smtverify", description="Safety verification of neural-network "
                                                   "classification decisions (DLV method, Z3).")
     parser.add_argument("--version", action="version", version=f"smtverify {__version__}")

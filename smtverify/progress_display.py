@@ -3,6 +3,8 @@ with the phase, what is open and what is proven. None when stderr is not a termi
 asked for quiet, so logs and pipes stay clean; stdout is never touched."""
 from __future__ import annotations
 
+import io
+import os
 import sys
 from contextlib import contextmanager
 from typing import IO, Iterator
@@ -29,6 +31,16 @@ def describe(snapshot: Snapshot) -> str:
     return ", ".join(parts)
 
 
+def _size(stream: IO[str], default: tuple[int, int] = (100, 24)) -> tuple[int, int]:
+    """The terminal's columns and lines; the default where it reports none (a pseudo-terminal whose
+    size was never set says 0 x 0, and tqdm then hides its bar as below the last line)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return default
+    return (size.columns or default[0], size.lines or default[1])
+
+
 @contextmanager
 def certification_progress(enabled: bool, stream: IO[str] | None = None) -> Iterator[Listener | None]:
     """A listener drawing the decision's progress, or None when not `enabled`."""
@@ -42,7 +54,9 @@ def certification_progress(enabled: bool, stream: IO[str] | None = None) -> Iter
     def show(snapshot: Snapshot) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=round(snapshot.timeout, 1), unit="s", file=stream or sys.stderr, leave=False,
+            out = stream or sys.stderr
+            columns, lines = _size(out)
+            bar = tqdm(total=round(snapshot.timeout, 1), unit="s", file=out, leave=False, ncols=columns, nrows=lines,
                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}", desc="certifying")
         bar.n = round(min(snapshot.elapsed, snapshot.timeout), 1)
         bar.set_postfix_str(describe(snapshot), refresh=True)
