@@ -146,9 +146,9 @@ def test_bench_records_an_internal_error_and_goes_on(instance, tmp_path, capsys,
     calls = []
     real_verify = Verifier.verify
 
-    def fails_once(self, p, timeout=None):
+    def fails_once(self, p, **options):
         calls.append(p)
-        return broken() if len(calls) == 1 else real_verify(self, p, timeout)
+        return broken() if len(calls) == 1 else real_verify(self, p, **options)
 
     monkeypatch.setattr(Verifier, "verify", fails_once)
     rows = [["onnx", "vnnlib", "timeout_s", "expected"], [model.name, prop.name, 10, "sat"], [model.name, prop.name, 10, "sat"]]
