@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .cli_args import EXIT_ERROR, attached_negative_values, build_parser
-from .cli_text import certify_text, demo_text, info_text, minimal_text, models_text, result_details, search_text
+from .cli_text import eval_batch_text, certify_text, demo_text, info_text, minimal_text, models_text, result_details, search_text
 from .errors import SmtVerifyError
 from .verdict import Verdict
 
@@ -104,16 +104,25 @@ def _info(args: argparse.Namespace) -> int:
 
 # ----- eval ------------------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
-    from .inputs import read_input
+    """One input: its output and class. A batch (.npz, or .npy with a batch axis): each class, and
+    the accuracy where the file holds labels (an example file's label is its original class)."""
+    from .inputs import read_inputs
     from .onnx_import import load_onnx
 
     network = load_onnx(args.model)
-    x = read_input(args.input, network)
-    output = network.logits(x, np.float64 if args.dtype == "float64" else np.float32)[0]
-    label = int(np.argmax(output))
-    record = {"model": network.path, "input": args.input, "dtype": args.dtype,
-              "output": [float(v) for v in output], "class": label}
-    text = f"output: {np.array2string(output, precision=6, max_line_width=100)}\nclass:  {label}"
+    inputs, labels = read_inputs(args.input, network)
+    outputs = network.logits(inputs, np.float64 if args.dtype == "float64" else np.float32)
+    classes = [int(c) for c in np.argmax(outputs, axis=1)]
+    record: dict[str, Any] = {"model": network.path, "input": args.input, "dtype": args.dtype}
+    if len(inputs) == 1 and labels is None:
+        record.update(output=[float(v) for v in outputs[0]], **{"class": classes[0]})
+        text = f"output: {np.array2string(outputs[0], precision=6, max_line_width=100)}\nclass:  {classes[0]}"
+    else:
+        record.update(count=len(inputs), classes=classes)
+        text = eval_batch_text(classes, labels)
+        if labels is not None:
+            record.update(labels=[int(v) for v in labels], correct=int(np.sum(np.array(classes) == labels)),
+                          accuracy=float(np.mean(np.array(classes) == labels)))
     _emit(args, record, text)
     return 0
 

@@ -102,10 +102,11 @@ def _add_models(command: Command) -> None:
 def _add_info_and_eval(command: Command) -> None:
     info = command("info", "list a model's layers and whether every operator is supported", "smtverify info mnist_cnn")
     info.add_argument("model", type=_model, help=MODEL_HELP)
-    evaluate = command("eval", "run a model on one input and print its output and class",
+    evaluate = command("eval", "run a model on one input or a batch and print output and class (accuracy with labels)",
                        "smtverify eval mnist_cnn digit.png --dtype float64")
     evaluate.add_argument("model", type=_model, help=MODEL_HELP)
-    evaluate.add_argument("input", help=".npy array or image file holding one input")
+    evaluate.add_argument("input", help=".npy or image holding one input; or a batch: .npz (inputs x, labels y; "
+                                        "smtverify's example and retrain files too) or .npy with a batch axis")
     evaluate.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                           help="the precision the model runs in (default float32, as onnxruntime)")
 

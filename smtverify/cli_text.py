@@ -129,3 +129,21 @@ def demo_text(s: dict[str, Any]) -> str:
     lines += ["", f"files in {s['out']}/ (npz + png per example, retrain.npz, summary.json); "
               f"{s['seconds']:.1f} s in all"]
     return "\n".join(lines)
+
+
+def eval_batch_text(classes: list[int], labels, shown: int = 20) -> str:
+    """A batch's classes (the first `shown`), each against its label where there are labels, and
+    the accuracy."""
+    lines = []
+    for i, found in enumerate(classes[:shown]):
+        if labels is None:
+            lines.append(f"{i:>5}: class {found}")
+        else:
+            verdict = "" if found == labels[i] else "   <- misclassified"
+            lines.append(f"{i:>5}: class {found}, label {int(labels[i])}{verdict}")
+    if len(classes) > shown:
+        lines.append(f"  ... {len(classes) - shown} more (--json lists them all)")
+    if labels is not None:
+        correct = sum(int(c == l) for c, l in zip(classes, labels))
+        lines.append(f"accuracy: {correct}/{len(classes)} = {correct / len(classes):.4f}")
+    return "\n".join(lines)

@@ -1,4 +1,6 @@
-"""Reading one input for a network from a file: an .npy array or an image (.png etc.)."""
+"""Reading inputs for a network from files: one input (an .npy array or an image such as .png), or
+a batch (an .npz of inputs and labels, the tool's own example and retrain files among them, or
+an .npy with a batch axis)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -76,3 +78,49 @@ def _finite(array: np.ndarray, path: str | Path) -> np.ndarray:
         raise InputFileError(f"holds {bad.size} value(s) that are NaN or infinite in float32, the first at flat "
                              f"index {bad[0]} ({array.reshape(-1)[bad[0]]})", file=path)
     return values
+
+
+# An .npz's inputs and labels under the names numpy users, the competition's tools and smtverify's
+# own files give them (example_NNNN.npz: input, original_class; retrain.npz: inputs, labels).
+NPZ_INPUT_KEYS = ("x", "inputs", "input", "images")
+NPZ_LABEL_KEYS = ("y", "labels", "label", "original_class")
+
+
+def read_inputs(path: str | Path, network: Network) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every input in a file, (N, *input shape) as float32, with their labels where the file has
+    them: an .npz (inputs under one of NPZ_INPUT_KEYS, labels under one of NPZ_LABEL_KEYS), an
+    .npy with or without a batch axis, or one image."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        array = read_array(path)
+        if array.ndim == len(network.input_shape) + 1 and array.shape[1:] == network.input_shape:
+            return _finite(array, path), None
+        return read_input(path, network)[None], None
+    inputs, labels = _read_npz(path)
+    shape = network.input_shape
+    if inputs.shape == shape:
+        inputs = inputs[None]
+    if inputs.ndim != len(shape) + 1 or inputs.shape[1:] != shape:
+        raise InputShapeError(f"holds inputs of shape {list(inputs.shape)}; the network '{Path(network.path).name}' "
+                              f"expects {list(shape)}, with or without a batch axis", file=path)
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(inputs) or not np.issubdtype(labels.dtype, np.integer):
+            raise InputFileError(f"holds {len(labels)} labels of type {labels.dtype} for {len(inputs)} inputs; "
+                                 "labels must be one integer class per input", file=path)
+    return _finite(inputs, path), labels
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The inputs and (if any) labels of an .npz, by the first of the known names it uses."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = set(data.files)
+            key = next((k for k in NPZ_INPUT_KEYS if k in names), None)
+            if key is None:
+                raise InputFileError(f"holds no inputs: it has {sorted(names)}, none of {list(NPZ_INPUT_KEYS)}",
+                                     file=path)
+            label_key = next((k for k in NPZ_LABEL_KEYS if k in names), None)
+            return data[key], (data[label_key] if label_key else None)
+    except (ValueError, OSError) as error:
+        raise InputFileError(f"not a readable .npz archive: {error}", file=path) from None
