@@ -249,6 +249,7 @@ def _search(args: argparse.Namespace) -> int:
     from .inputs import read_input
     from .hidden_search import HiddenSettings
     from .onnx_import import load_onnx
+    from .progress_display import search_progress, wanted
     from .search import SearchSettings, dlv_search
 
     network = load_onnx(args.model)
@@ -282,8 +283,9 @@ def _search(args: argparse.Namespace) -> int:
                                   args.layer, args.hidden_features, args.steps, args.candidates))
     if spans:
         return _minimal(args, network, x, settings, dims, spans)
-    with ExampleWriter(args.out, x, domain, args.max_files) as writer:
-        report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write)
+    with ExampleWriter(args.out, x, domain, args.max_files) as writer, \
+            search_progress(wanted(args.quiet)) as listener:
+        report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write, on_progress=listener)
     record = {"model": network.path, "input": args.input, **report.summary(), **writer.summary(),
               "examples_not_written": report.examples_found - writer.written, "out": args.out}
     _emit(args, record, search_text(record))

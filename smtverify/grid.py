@@ -331,6 +331,7 @@ class _Progress:
     reached: tuple[int, int] = (0, 0)
     ran_out: str = ""
     search_seconds: float = 0.0
+    listener: Callable[[int, int], None] | None = None   # (points evaluated, examples found), per chunk
 
 
 def _evaluate(chosen: Evaluator, manipulation: Manipulation, label: int, checker: _Checker, best: _Best,
@@ -353,6 +354,8 @@ def _evaluate(chosen: Evaluator, manipulation: Manipulation, label: int, checker
         unchecked = checker.check(c[flagged], gap[flagged], first_only=not collect_all) if flagged.any() else 0
         progress.evaluated += len(c) - unchecked
         progress.reached = _ring(c[-1])
+        if progress.listener is not None:
+            progress.listener(progress.evaluated, checker.found)
         if unchecked:
             progress.ran_out = "the timeout ran out while misclassified points were being confirmed"
             break
@@ -366,7 +369,8 @@ def search_grid(network: Network, manipulation: Manipulation, label: int | None 
                 evaluator: str = "auto", tie_tolerance: float = 1e-5,
                 reference: OnnxRuntimeExecutor | None = None, keep_best: int = 0,
                 on_example: Callable[[Example], None] | None = None,
-                max_examples: int | None = None) -> GridReport:
+                max_examples: int | None = None, on_progress: Callable[[int, int], None] | None = None
+                ) -> GridReport:
     """Evaluate the grid until the first confirmed example (or all of them with `collect_all`) or
     a budget runs out.
 
@@ -377,14 +381,15 @@ def search_grid(network: Network, manipulation: Manipulation, label: int | None 
     many points of smallest margin (float32 evaluator) for DLV's next round; `on_example` sees each
     confirmed example as soon as it is found, so a caller can save it before the search ends.
     `max_seconds` covers everything, the evaluator's tables included; `max_examples` caps the
-    examples kept (and handed on): later ones are only counted, so memory stays flat.
+    examples kept (and handed on): later ones are only counted, so memory stays flat. `on_progress`
+    hears (points evaluated, examples found) after every chunk.
     """
     start = time.perf_counter()
     deadline = Deadline.after(max_seconds, start)
     reference = reference or OnnxRuntimeExecutor(network)
     label = int(reference.classify(manipulation.original)[0]) if label is None else int(label)
     checker = _Checker(network, manipulation, label, reference, on_example, max_examples, deadline)
-    best, progress, name = _Best(keep_best), _Progress(), "none (no time left)"
+    best, progress, name = _Best(keep_best), _Progress(listener=on_progress), "none (no time left)"
     with one_blas_thread():
         try:
             deadline.check("choosing the evaluator")

@@ -1,5 +1,6 @@
-"""Progress on stderr for people at a terminal (tqdm): a bar of the time used against the timeout,
-with the phase, what is open and what is proven. None when stderr is not a terminal or the user
+"""Progress on stderr for people at a terminal (tqdm): for a certification, a bar of the time used
+against the timeout, with the phase, what is open and what is proven; for a grid search, the
+points of each round's grid, their rate and the time left, and the examples found. None when stderr is not a terminal or the user
 asked for quiet, so logs and pipes stay clean; stdout is never touched."""
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from contextlib import contextmanager
 from typing import IO, Iterator
 
+from .search import GridListener
 from .verify.progress import Listener, Snapshot
 
 
@@ -60,6 +62,41 @@ def certification_progress(enabled: bool, stream: IO[str] | None = None) -> Iter
                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}", desc="certifying")
         bar.n = round(min(snapshot.elapsed, snapshot.timeout), 1)
         bar.set_postfix_str(describe(snapshot), refresh=True)
+
+    try:
+        yield show
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@contextmanager
+def search_progress(enabled: bool, stream: IO[str] | None = None, interval: float = 0.1
+                    ) -> Iterator[GridListener | None]:
+    """A listener drawing a grid search's progress (points of the current round's grid, rate, time
+    left, examples found), or None when not `enabled`. Redrawn at most every `interval` seconds,
+    and whenever an example is found."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar, shown_round, shown_examples = None, None, 0
+
+    def show(round_: int, done: int, total: int, examples: int) -> None:
+        nonlocal bar, shown_round, shown_examples
+        if bar is None:
+            out = stream or sys.stderr
+            columns, lines = _size(out)
+            bar = tqdm(total=total, unit="pt", unit_scale=True, file=out, leave=False, ncols=columns, nrows=lines,
+                       mininterval=interval)
+        if round_ != shown_round:
+            bar.reset(total=total)
+            bar.set_description(f"round {round_}", refresh=False)
+            shown_round = round_
+        bar.set_postfix_str(f"{examples} examples", refresh=examples != shown_examples)
+        shown_examples = examples
+        bar.update(done - bar.n)
 
     try:
         yield show

@@ -44,6 +44,9 @@ from .verify import Settings as VerifySettings, Verifier
 FAMILIES = ("pixel", "brightness", "contrast")
 GUARANTEES = {Verdict.SAFE: CONTINUOUS_GUARANTEE, Verdict.SAFE_ON_GRID: GRID_GUARANTEE, Verdict.UNSAFE: UNSAFE_GUARANTEE}
 
+# A search's progress: (round, points done, grid size, examples found in the whole run).
+GridListener = Callable[[int, int, int, int], None]
+
 
 @dataclass
 class SearchSettings:
@@ -224,11 +227,11 @@ class _Run:
     """One search: the network, its onnxruntime session, the budgets left and what was found."""
 
     def __init__(self, network: Network, x: np.ndarray, label: int | None, settings: SearchSettings,
-                 on_found: Callable[[Found], None] | None) -> None:
+                 on_found: Callable[[Found], None] | None, on_progress: GridListener | None = None) -> None:
         self.start = time.perf_counter()          # the timeout covers the session's start-up too
         self.deadline = Deadline.after(settings.timeout, self.start)
         settings.check(network)
-        self.network, self.settings, self.on_found = network, settings, on_found
+        self.network, self.settings, self.on_found, self.on_progress = network, settings, on_found, on_progress
         self.original = np.asarray(x, dtype=np.float32).reshape(network.input_shape)
         self.reference = OnnxRuntimeExecutor(network)
         self.label = int(self.reference.classify(self.original)[0]) if label is None else int(label)
@@ -262,10 +265,12 @@ class _Run:
 
         if self.hidden is not None:          # the input grid's region, searched at the hidden layer
             return self._hidden(manipulation, dims, round_, path, left_points)
+        listen = None if self.on_progress is None else \
+            (lambda done, _found: self.on_progress(round_, done, manipulation.grid_size, len(self.found)))
         report = search_grid(self.network, manipulation, self.label, collect_all=s.collect_all,
                              max_points=left_points, max_seconds=None if s.timeout is None else self.deadline.left(),
                              evaluator=s.evaluator, reference=self.reference, keep_best=keep, on_example=accept,
-                             max_examples=left_examples)
+                             max_examples=left_examples, on_progress=listen)
         return self._note(report, manipulation, dims, round_, path)
 
     def _hidden(self, manipulation: Manipulation, dims: list[int], round_: int, path: int,
@@ -377,7 +382,8 @@ def _whole_input(settings: SearchSettings, x: np.ndarray) -> Manipulation:
 
 def dlv_search(network: Network, x: np.ndarray, label: int | None = None, settings: SearchSettings | None = None,
                dims: list[int] | np.ndarray | None = None,
-               on_found: Callable[[Found], None] | None = None) -> SearchReport:
+               on_found: Callable[[Found], None] | None = None, on_progress: GridListener | None = None
+               ) -> SearchReport:
     """DLV's rounds on the input `x` (the network's layout) of class `label` (default: onnxruntime's).
 
     `dims` gives the first round's features (flat C-order indices); otherwise the heuristic picks
@@ -386,9 +392,10 @@ def dlv_search(network: Network, x: np.ndarray, label: int | None = None, settin
     confirmed example at once (an `export.ExampleWriter.write`, say), the first
     `settings.max_examples` of them; later ones are only counted (`examples_found`). Every phase
     stops at `settings.timeout`: a grid it cuts short is recorded with the points it evaluated.
+    `on_progress` hears (round, points done, grid size, examples found) as each grid goes.
     """
     settings = settings or SearchSettings()
-    run = _Run(network, x, label, settings, on_found)
+    run = _Run(network, x, label, settings, on_found, on_progress)
     start_path = _Path(run.original, [], [], np.inf)
     if settings.family != "pixel":
         report = run.search(_whole_input(settings, run.original), [], start_path, 1, 0)
