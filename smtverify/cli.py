@@ -283,8 +283,8 @@ def _search(args: argparse.Namespace) -> int:
                                   args.layer, args.hidden_features, args.steps, args.candidates))
     if spans:
         return _minimal(args, network, x, settings, dims, spans)
-    with ExampleWriter(args.out, x, domain, args.max_files) as writer, \
-            search_progress(wanted(args.quiet)) as listener:
+    writer = ExampleWriter(args.out, x, domain, args.max_files, panels=True, original_logits=network.logits(x)[0])
+    with writer, search_progress(wanted(args.quiet)) as listener:
         report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write, on_progress=listener)
     record = {"model": network.path, "input": args.input, **report.summary(), **writer.summary(),
               "examples_not_written": report.examples_found - writer.written, "out": args.out}
@@ -312,7 +312,8 @@ def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: l
         raise SmtVerifyError("--minimal searches input pixels only (no --family or --layer)", field="--minimal")
     if dims is None:
         dims = [int(d) for d in select_features(network, x, settings.features, settings.heuristic, args.label)]
-    with ExampleWriter(args.out, x, settings.domain, args.max_files) as writer:
+    with ExampleWriter(args.out, x, settings.domain, args.max_files, panels=True,
+                       original_logits=network.logits(x)[0]) as writer:
         report = minimal_search(network, x, dims, spans, args.steps, args.label, settings, on_found=writer.write)
     record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
     _emit(args, record, minimal_text(record))
