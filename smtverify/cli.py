@@ -9,7 +9,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .cli_args import EXIT_ERROR, attached_negative_values, build_parser
-from .cli_text import eval_batch_text, certify_text, demo_text, info_text, minimal_text, models_text, result_details, search_text
+from .cli_text import batch_text, eval_batch_text, certify_text, demo_text, info_text, minimal_text, models_text, result_details, search_text
 from .errors import SmtVerifyError
 from .verdict import Verdict
 
@@ -28,6 +30,15 @@ EXIT_PIPE_CLOSED = 141
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = _interrupt_on_sigterm()
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     started = time.perf_counter()
     parser = build_parser()
     args = parser.parse_args(attached_negative_values(sys.argv[1:] if argv is None else list(argv)))
@@ -55,6 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.json and not args.emitted:      # a reader of stdout still gets its one object
             print(json.dumps({"error": message, "exit_status": status}))
         return status
+
+
+def _interrupt_on_sigterm():
+    """SIGTERM (a scheduler's or `kill`'s) ends a run as Ctrl-C does: what it wrote is kept, a
+    batch prints what it did, and the exit status is 130. Returns the handler it replaced (None
+    off the main thread, where signals cannot be handled)."""
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _time_left(args: argparse.Namespace) -> float:
@@ -334,6 +357,66 @@ def _pixels(text: str, n_inputs: int) -> list[int]:
     return dims
 
 
+def _batch(args: argparse.Namespace) -> int:
+    """Certify a dataset in a run folder: journalled as it goes, resumable, summarised at the end
+    or on an interrupt (which keeps everything and exits 130)."""
+    from .batch import BatchRun, prepare_run_dir, write_outputs
+    from .onnx_import import load_onnx
+    from .progress_display import batch_progress, wanted
+    from .verify import Settings
+
+    network = load_onnx(args.model)
+    inputs, labels = _batch_images(args, network)
+    domain = _domain(args.domain)
+    _check_within_domain(inputs, domain, args.images or "the bundled test images")
+    eps_values = [args.eps] if args.eps is not None else _eps_sweep(args.eps_sweep)
+    journal = prepare_run_dir(Path(args.out), args.resume, args.force)
+    run = BatchRun(network, inputs, labels, eps_values, Settings(), args.item_timeout, journal, domain)
+    about = {"model": network.path, "images": args.images or "bundled", "eps": eps_values, "out": args.out}
+    try:
+        with batch_progress(wanted(args.quiet), run.total, len(run.finished)) as listener:
+            for _ in run.items(args.started + args.timeout, listener):
+                pass
+    except KeyboardInterrupt:
+        write_outputs(Path(args.out), run.summary, journal, about)
+        print(batch_text(run.summary.as_dict(), args.out, run.total), file=sys.stderr)
+        raise
+    write_outputs(Path(args.out), run.summary, journal, about)
+    _emit(args, {**about, **run.summary.as_dict(), "total_items": run.total},
+          batch_text(run.summary.as_dict(), args.out, run.total))
+    return 0
+
+
+def _batch_images(args: argparse.Namespace, network) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels: a file's, or the bundled model's test images; the first --limit."""
+    from .inputs import read_inputs
+    from .resources import bundled_name, test_images
+
+    if args.images:
+        inputs, labels = read_inputs(args.images, network)
+        if labels is None:
+            raise SmtVerifyError("holds no labels (y): certification needs each image's true class",
+                                 file=args.images, field="--images")
+    else:
+        name = bundled_name(args.model)
+        if name is None:
+            raise SmtVerifyError("a model that is not bundled needs its images: --images FILE.npz", field="--images")
+        images = test_images(name)
+        inputs, labels = images.images, images.labels
+    return inputs[:args.limit], labels[:args.limit]
+
+
+def _eps_sweep(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise SmtVerifyError(f"--eps-sweep must be numbers E1,E2,..., not '{text}'", field="--eps-sweep") from None
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise SmtVerifyError(f"--eps-sweep {text}: every radius must be a non-negative finite number",
+                             field="--eps-sweep")
+    return values
+
+
 def _domain(text: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
@@ -393,7 +476,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": _models, "info": _info, "eval": _eval, "vnnlib": _vnnlib, "bench": _bench, "certify": _certify,
-    "encode": _encode, "search": _search, "demo": _demo}
+    "encode": _encode, "search": _search, "demo": _demo, "batch": _batch}
 
 
 if __name__ == "__main__":

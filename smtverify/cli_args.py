@@ -54,6 +54,13 @@ def _number(least: str) -> Callable[[str], float]:
 POSITIVE, NON_NEGATIVE = _number("positive"), _number("non-negative")
 
 
+def COUNT(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text}")
+    return int(text)
+
+
 def _model(text: str) -> str:
     """An argparse type: an ONNX file, or the name of a bundled model (a file of that name wins)."""
     try:
@@ -85,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info_and_eval(command)
     _add_competition(command)
     _add_certify(command)
+    _add_batch(command)
     _add_search(command)
     demo = command("demo", "the main job on the bundled MNIST CNN: find an adversarial example, prove a smaller "
                    "region safe on the grid, certify an L-infinity ball", "smtverify demo --out smtverify-demo")
@@ -132,6 +140,27 @@ def _add_competition(command: Command) -> None:
     encode.add_argument("-o", "--output", required=True, help="the .smt2 file to write")
     encode.add_argument("--lp-seconds", type=NON_NEGATIVE, default=30.0,
                         help="time for tightening neuron bounds by LP before encoding (0: none)")
+
+
+def _add_batch(command: Command) -> None:
+    batch = command("batch", "certify every image of a dataset: clean and verified accuracy, per eps and per class",
+                    "smtverify batch mnist_cnn --eps-sweep 0.01,0.02,0.05 --limit 100 --out run1")
+    batch.add_argument("model", type=_model, help=MODEL_HELP)
+    batch.add_argument("--images", help=".npz of inputs x and labels y (smtverify's retrain.npz too; default: the "
+                       "bundled model's test images)")
+    radius = batch.add_mutually_exclusive_group(required=True)
+    radius.add_argument("--eps", type=NON_NEGATIVE, help="radius of every L-infinity ball")
+    radius.add_argument("--eps-sweep", help="several radii E1,E2,...: each image certified at each")
+    batch.add_argument("--limit", type=COUNT, help="only the first N images")
+    batch.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
+    batch.add_argument("--timeout", type=POSITIVE, default=3600.0, help="seconds for the whole run (default 3600)")
+    batch.add_argument("--item-timeout", type=POSITIVE, default=30.0, help="seconds per image and eps (default 30)")
+    batch.add_argument("--out", default="smtverify-batch",
+                       help="run folder: journal.jsonl (one line per finished item), summary.json (default "
+                            "./smtverify-batch); a folder holding files is refused without --resume or --force")
+    again = batch.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="go on with the run in --out, skipping finished items")
+    again.add_argument("--force", action="store_true", help="start over in a non-empty --out (its journal is cleared)")
 
 
 def _add_certify(command: Command) -> None:

@@ -8,8 +8,9 @@ import io
 import os
 import sys
 from contextlib import contextmanager
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
+from .batch import OUTCOMES, BatchSummary, Item
 from .search import GridListener
 from .verify.progress import Listener, Snapshot
 
@@ -103,3 +104,29 @@ def search_progress(enabled: bool, stream: IO[str] | None = None, interval: floa
     finally:
         if bar is not None:
             bar.close()
+
+
+@contextmanager
+def batch_progress(enabled: bool, total: int, done: int = 0, stream: IO[str] | None = None
+                   ) -> Iterator[Callable[[Item, BatchSummary], None] | None]:
+    """A listener drawing a batch's items done out of `total` and its outcome counts so far."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    out = stream or sys.stderr
+    columns, lines = _size(out)
+    bar = tqdm(total=total, initial=done, unit="item", file=out, leave=False, ncols=columns, nrows=lines,
+               desc="certifying")
+
+    def show(item: Item, summary: BatchSummary) -> None:
+        counts = summary.per_eps.get(item.eps, {})
+        bar.set_postfix_str(f"eps {item.eps:g}: " + ", ".join(f"{counts.get(o, 0)} {o}" for o in OUTCOMES),
+                            refresh=False)
+        bar.update(1)
+
+    try:
+        yield show
+    finally:
+        bar.close()

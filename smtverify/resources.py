@@ -60,6 +60,11 @@ def resolve_model(name_or_path: str) -> Path:
                          "lists them)", file=name_or_path)
 
 
+def bundled_name(path: str | Path) -> str | None:
+    """The bundled model a path is, if any (its test images then go with it)."""
+    return next((name for name in MODELS if Path(path) == model_path(name)), None)
+
+
 def test_images(model: str = DEFAULT_MODEL) -> ImageSet:
     """The held-out test images that go with a bundled model."""
     filename = MODELS[model].images_file
