@@ -45,6 +45,7 @@ COMMANDS = {
     "search": lambda f: ["search", "digits_cnn", "--input", f["digit"], "--label", f["label"], "--span", "0.1",
                          "--steps", "1", "--out", str(f["tmp"] / "search")],
     "demo": lambda f: ["demo", "--out", str(f["tmp"] / "demo")],
+    "batch": lambda f: ["batch", "digits_mlp", "--eps", "0.01", "--limit", "3", "--out", str(f["tmp"] / "batch")],
 }
 
 
