@@ -8,7 +8,7 @@ import io
 import os
 import sys
 from contextlib import contextmanager
-from typing import IO, Callable, Iterator
+from typing import IO, Callable, ContextManager, Iterator
 
 from .batch import OUTCOMES, BatchSummary, Item
 from .search import GridListener
@@ -44,89 +44,80 @@ def _size(stream: IO[str], default: tuple[int, int] = (100, 24)) -> tuple[int, i
     return (size.columns or default[0], size.lines or default[1])
 
 
+class _LazyBar:
+    """One tqdm bar on a stream, made on first use (sized to the terminal) and closed at the end."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream, self.bar = stream, None
+
+    def open(self, **options):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            columns, lines = _size(self.stream)
+            self.bar = tqdm(file=self.stream, leave=False, ncols=columns, nrows=lines, **options)
+        return self.bar
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 @contextmanager
-def certification_progress(enabled: bool, stream: IO[str] | None = None) -> Iterator[Listener | None]:
-    """A listener drawing the decision's progress, or None when not `enabled`."""
+def _drawing(enabled: bool, stream: IO[str] | None, listener_of: Callable[[_LazyBar], Callable]) -> Iterator:
+    """The listener `listener_of` makes on a lazy bar, or None when not `enabled`."""
     if not enabled:
         yield None
         return
-    from tqdm import tqdm
-
-    bar = None
-
-    def show(snapshot: Snapshot) -> None:
-        nonlocal bar
-        if bar is None:
-            out = stream or sys.stderr
-            columns, lines = _size(out)
-            bar = tqdm(total=round(snapshot.timeout, 1), unit="s", file=out, leave=False, ncols=columns, nrows=lines,
-                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}", desc="certifying")
-        bar.n = round(min(snapshot.elapsed, snapshot.timeout), 1)
-        bar.set_postfix_str(describe(snapshot), refresh=True)
-
+    bar = _LazyBar(stream or sys.stderr)
     try:
-        yield show
+        yield listener_of(bar)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
-@contextmanager
+def certification_progress(enabled: bool, stream: IO[str] | None = None) -> ContextManager[Listener | None]:
+    """A listener drawing the decision's progress, or None when not `enabled`."""
+    def listener_of(lazy: _LazyBar) -> Listener:
+        def show(snapshot: Snapshot) -> None:
+            bar = lazy.open(total=round(snapshot.timeout, 1), unit="s", desc="certifying",
+                            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
+            bar.n = round(min(snapshot.elapsed, snapshot.timeout), 1)
+            bar.set_postfix_str(describe(snapshot), refresh=True)
+        return show
+    return _drawing(enabled, stream, listener_of)
+
+
 def search_progress(enabled: bool, stream: IO[str] | None = None, interval: float = 0.1
-                    ) -> Iterator[GridListener | None]:
+                    ) -> ContextManager[GridListener | None]:
     """A listener drawing a grid search's progress (points of the current round's grid, rate, time
     left, examples found), or None when not `enabled`. Redrawn at most every `interval` seconds,
     and whenever an example is found."""
-    if not enabled:
-        yield None
-        return
-    from tqdm import tqdm
+    def listener_of(lazy: _LazyBar) -> GridListener:
+        shown = {"round": None, "examples": 0}
 
-    bar, shown_round, shown_examples = None, None, 0
-
-    def show(round_: int, done: int, total: int, examples: int) -> None:
-        nonlocal bar, shown_round, shown_examples
-        if bar is None:
-            out = stream or sys.stderr
-            columns, lines = _size(out)
-            bar = tqdm(total=total, unit="pt", unit_scale=True, file=out, leave=False, ncols=columns, nrows=lines,
-                       mininterval=interval)
-        if round_ != shown_round:
-            bar.reset(total=total)
-            bar.set_description(f"round {round_}", refresh=False)
-            shown_round = round_
-        bar.set_postfix_str(f"{examples} examples", refresh=examples != shown_examples)
-        shown_examples = examples
-        bar.update(done - bar.n)
-
-    try:
-        yield show
-    finally:
-        if bar is not None:
-            bar.close()
+        def show(round_: int, done: int, total: int, examples: int) -> None:
+            bar = lazy.open(total=total, unit="pt", unit_scale=True, mininterval=interval)
+            if round_ != shown["round"]:
+                bar.reset(total=total)
+                bar.set_description(f"round {round_}", refresh=False)
+                shown["round"] = round_
+            bar.set_postfix_str(f"{examples} examples", refresh=examples != shown["examples"])
+            shown["examples"] = examples
+            bar.update(done - bar.n)
+        return show
+    return _drawing(enabled, stream, listener_of)
 
 
-@contextmanager
 def batch_progress(enabled: bool, total: int, done: int = 0, stream: IO[str] | None = None
-                   ) -> Iterator[Callable[[Item, BatchSummary], None] | None]:
+                   ) -> ContextManager[Callable[[Item, BatchSummary], None] | None]:
     """A listener drawing a batch's items done out of `total` and its outcome counts so far."""
-    if not enabled:
-        yield None
-        return
-    from tqdm import tqdm
-
-    out = stream or sys.stderr
-    columns, lines = _size(out)
-    bar = tqdm(total=total, initial=done, unit="item", file=out, leave=False, ncols=columns, nrows=lines,
-               desc="certifying")
-
-    def show(item: Item, summary: BatchSummary) -> None:
-        counts = summary.per_eps.get(item.eps, {})
-        bar.set_postfix_str(f"eps {item.eps:g}: " + ", ".join(f"{counts.get(o, 0)} {o}" for o in OUTCOMES),
-                            refresh=False)
-        bar.update(1)
-
-    try:
-        yield show
-    finally:
-        bar.close()
+    def listener_of(lazy: _LazyBar) -> Callable[[Item, BatchSummary], None]:
+        def show(item: Item, summary: BatchSummary) -> None:
+            bar = lazy.open(total=total, initial=done, unit="item", desc="certifying")
+            counts = summary.per_eps.get(item.eps, {})
+            bar.set_postfix_str(f"eps {item.eps:g}: " + ", ".join(f"{counts.get(o, 0)} {o}" for o in OUTCOMES),
+                                refresh=False)
+            bar.update(1)
+        return show
+    return _drawing(enabled, stream, listener_of)
