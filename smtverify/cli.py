@@ -306,6 +306,7 @@ def _search(args: argparse.Namespace) -> int:
                                   args.layer, args.hidden_features, args.steps, args.candidates))
     if spans:
         return _minimal(args, network, x, settings, dims, spans)
+    _fresh_examples_folder(args.out, args.force)
     writer = ExampleWriter(args.out, x, domain, args.max_files, panels=True, original_logits=network.logits(x)[0])
     with writer, search_progress(wanted(args.quiet)) as listener:
         report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write, on_progress=listener)
@@ -335,6 +336,7 @@ def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: l
         raise SmtVerifyError("--minimal searches input pixels only (no --family or --layer)", field="--minimal")
     if dims is None:
         dims = [int(d) for d in select_features(network, x, settings.features, settings.heuristic, args.label)]
+    _fresh_examples_folder(args.out, args.force)
     with ExampleWriter(args.out, x, settings.domain, args.max_files, panels=True,
                        original_logits=network.logits(x)[0]) as writer:
         report = minimal_search(network, x, dims, spans, args.steps, args.label, settings, on_found=writer.write)
@@ -415,6 +417,18 @@ def _eps_sweep(text: str) -> list[float]:
         raise SmtVerifyError(f"--eps-sweep {text}: every radius must be a non-negative finite number",
                              field="--eps-sweep")
     return values
+
+
+def _fresh_examples_folder(folder: str, force: bool) -> None:
+    """A search's examples are its own: a folder holding a previous run's is refused, or cleared
+    with --force (retrain.npz would otherwise gather both runs)."""
+    from .export import clear_examples, holds_examples
+
+    if holds_examples(folder):
+        if not force:
+            raise SmtVerifyError("holds a previous run's examples: --force clears them, or choose another --out",
+                                 file=folder, field="--out")
+        clear_examples(folder)
 
 
 def _domain(text: str) -> tuple[float, float]:

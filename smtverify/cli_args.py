@@ -218,4 +218,7 @@ def _add_search(command: Command) -> None:
     search.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
     search.add_argument("--levels", type=int, help="pixel grids on the lattice k/N so PNGs hold examples exactly: N "
                         "levels (255: 8-bit), 0 none (default: 255 when every input value is k/255, else none)")
-    search.add_argument("--out", default="smtverify-search", help="folder for the examples (default ./smtverify-search)")
+    search.add_argument("--out", default="smtverify-search", help="folder for the examples (default ./smtverify-search); "
+                        "one holding a previous run's examples is refused without --force")
+    search.add_argument("--force", action="store_true",
+                        help="clear a previous run's examples from --out first (else they would mix with this run's)")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import resources
-from .export import ExampleWriter
+from .export import ExampleWriter, clear_examples
 from .network import Network
 from .onnx_import import load_onnx
 from .reference import OnnxRuntimeExecutor
@@ -52,6 +52,8 @@ def run_demo(out_dir: str | Path = "smtverify-demo") -> dict[str, Any]:
     network = load_onnx(resources.model_path(MODEL))
     data = resources.test_images(MODEL)
     x, label = data.images[IMAGE], int(data.labels[IMAGE])
+    for folder in ("adversarial", "safe"):     # the demo's folders hold this run's files alone
+        clear_examples(out / folder)
     with ExampleWriter(out / "adversarial", x, panels=True, original_logits=network.logits(x)[0]) as writer:
         found = dlv_search(network, x, label, FIND, on_found=writer.write)
     first = [g.dims for g in found.grids if g.round == 1][0]

@@ -15,6 +15,7 @@ so disk and memory stay bounded, and retrain.npz holds the written ones.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,24 @@ from .png import is_image, png_is_exact, png_name, save_png
 from .search import Found
 
 MAX_FILES = 1000
+
+
+def clear_examples(folder: str | Path) -> int:
+    """Remove a previous run's example files (npz, PNGs, panels, retrain.npz) from `folder`, so a
+    new run's files and retrain.npz are its own. Returns how many files went."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for pattern in ("example_*", "original*.png", "retrain.npz") for p in folder.glob(pattern)]
+    for path in stale:
+        path.unlink()
+    return len(stale)
+
+
+def holds_examples(folder: str | Path) -> bool:
+    """Whether `folder` holds a previous run's example files."""
+    folder = Path(folder)
+    return folder.is_dir() and any(folder.glob("example_*.npz"))
 
 
 class ExampleWriter:
@@ -64,10 +83,12 @@ class ExampleWriter:
             if self.panels:
                 save_panel(path.with_name(f"{path.stem}.panel.png"), self.original, e, self.domain,
                            self.original_logits)
-        np.savez(path, input=e.input, original=self.original, original_class=e.original_class,
+        partial = path.with_name(f"{path.stem}.partial.npz")    # renamed whole: an interrupt leaves no torn file
+        np.savez(partial, input=e.input, original=self.original, original_class=e.original_class,
                  new_class=e.new_class, changed_dims=e.changed_dims, manipulated_dims=np.asarray(found.dims, np.int64),
                  c=e.c, logits=e.logits, l0=e.l0, l1=e.l1, l2=e.l2, linf=e.linf, confirmed_by=e.confirmed_by,
                  png=Path(found.png_file).name if found.png_file else "", png_exact=bool(found.png_exact))
+        os.replace(partial, path)
         self.inputs.append(e.input)
         self.labels.append(e.original_class)
         found.input_file = str(path)
@@ -82,10 +103,17 @@ class ExampleWriter:
                 "examples_not_written": self.not_written, "max_files": self.max_files}
 
     def close(self) -> Path:
-        """Write retrain.npz: inputs (N, *shape) float32 and their correct labels (N,) int64."""
+        """Write retrain.npz: inputs (N, *shape) float32 and their correct labels (N,) int64, read
+        from the example files on disk, so it matches them even when an interrupt came between
+        writing an example and counting it."""
         path = self.out_dir / "retrain.npz"
-        inputs = np.stack(self.inputs) if self.inputs else np.zeros((0,) + self.original.shape, np.float32)
-        np.savez(path, inputs=inputs, labels=np.asarray(self.labels, dtype=np.int64))
+        inputs, labels = [], []
+        for example in sorted(self.out_dir.glob("example_[0-9][0-9][0-9][0-9].npz")):
+            with np.load(example) as data:
+                inputs.append(data["input"].astype(np.float32))
+                labels.append(int(data["original_class"]))
+        stacked = np.stack(inputs) if inputs else np.zeros((0,) + self.original.shape, np.float32)
+        np.savez(path, inputs=stacked, labels=np.asarray(labels, dtype=np.int64))
         return path
 
     def __enter__(self) -> "ExampleWriter":
