@@ -113,6 +113,8 @@ def read_inputs(path: str | Path, network: Network) -> tuple[np.ndarray, np.ndar
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The inputs and (if any) labels of an .npz, by the first of the known names it uses."""
+    if not path.is_file():
+        raise InputFileError("no such file", file=path)
     try:
         with np.load(path, allow_pickle=False) as data:
             names = set(data.files)
