@@ -140,8 +140,9 @@ def test_cli_max_files_caps_the_files_and_reports_the_rest(digits, tmp_path, cap
     assert len(list(out.glob("example_*.npz"))) == record["examples_written"] == len(record["examples"]) == 4
     assert record["examples_not_written"] == record["examples_found"] - 4 > 0
     assert len(np.load(out / "retrain.npz")["labels"]) == 4
-    assert main(args) == 0
+    assert main(args + ["--force"]) == 0          # the same run again, in place of the first
     assert f"{record['examples_not_written']:,} more examples found, not written" in capsys.readouterr().out
+    assert len(list(out.glob("example_*.npz"))) == 4
 
 
 def test_writer_counts_what_it_does_not_write(tmp_path, digits):
