@@ -138,7 +138,7 @@ def _eval(args: argparse.Namespace) -> int:
     classes = [int(c) for c in np.argmax(outputs, axis=1)]
     record: dict[str, Any] = {"model": network.path, "input": args.input, "dtype": args.dtype}
     if len(inputs) == 1 and labels is None:
-        record.update(output=[float(v) for v in outputs[0]], **{"class": classes[0]})
+        record["output"], record["class"] = [float(v) for v in outputs[0]], classes[0]
         text = f"output: {np.array2string(outputs[0], precision=6, max_line_width=100)}\nclass:  {classes[0]}"
     else:
         record.update(count=len(inputs), classes=classes)
@@ -291,7 +291,7 @@ def _search(args: argparse.Namespace) -> int:
                         ("--max-files", args.max_files)):
         if value is not None and not value > 0:
             raise SmtVerifyError(f"{name} must be positive, not {value}", field=name)
-    spans = _minimal_spans(args.minimal) if args.minimal else None
+    spans = _number_list(args.minimal, "--minimal", positive=True) if args.minimal else None
     if spans is None and args.span is None:
         raise SmtVerifyError("--span is required (except with --minimal, whose spans are the grids')", field="--span")
     domain = _domain(args.domain)
@@ -316,14 +316,16 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _minimal_spans(text: str) -> list[float]:
+def _number_list(text: str, field: str, positive: bool) -> list[float]:
+    """A comma-separated list of finite numbers (spans, radii), each positive or non-negative."""
     try:
-        spans = [float(v) for v in text.split(",")]
+        values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise SmtVerifyError(f"--minimal must be spans S1,S2,..., not '{text}'", field="--minimal") from None
-    if not all(math.isfinite(v) and v > 0 for v in spans):
-        raise SmtVerifyError(f"--minimal spans must be positive finite numbers, not '{text}'", field="--minimal")
-    return spans
+        raise SmtVerifyError(f"{field} must be numbers V1,V2,..., not '{text}'", field=field) from None
+    if not all(math.isfinite(v) and (v > 0 if positive else v >= 0) for v in values):
+        least = "positive" if positive else "non-negative"
+        raise SmtVerifyError(f"{field} {text}: every value must be a {least} finite number", field=field)
+    return values
 
 
 def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: list[int] | None,
@@ -371,7 +373,7 @@ def _batch(args: argparse.Namespace) -> int:
     inputs, labels = _batch_images(args, network)
     domain = _domain(args.domain)
     _check_within_domain(inputs, domain, args.images or "the bundled test images")
-    eps_values = [args.eps] if args.eps is not None else _eps_sweep(args.eps_sweep)
+    eps_values = [args.eps] if args.eps is not None else _number_list(args.eps_sweep, "--eps-sweep", positive=False)
     journal = prepare_run_dir(Path(args.out), args.resume, args.force)
     run = BatchRun(network, inputs, labels, eps_values, Settings(), args.item_timeout, journal, domain)
     about = {"model": network.path, "images": args.images or "bundled", "eps": eps_values, "out": args.out}
@@ -406,17 +408,6 @@ def _batch_images(args: argparse.Namespace, network) -> tuple[np.ndarray, np.nda
         images = test_images(name)
         inputs, labels = images.images, images.labels
     return inputs[:args.limit], labels[:args.limit]
-
-
-def _eps_sweep(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise SmtVerifyError(f"--eps-sweep must be numbers E1,E2,..., not '{text}'", field="--eps-sweep") from None
-    if not all(math.isfinite(v) and v >= 0 for v in values):
-        raise SmtVerifyError(f"--eps-sweep {text}: every radius must be a non-negative finite number",
-                             field="--eps-sweep")
-    return values
 
 
 def _fresh_examples_folder(folder: str, force: bool) -> None:
