@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -20,7 +19,10 @@ from typing import Any, Callable
 import numpy as np
 
 from .cli_args import EXIT_ERROR, attached_negative_values, build_parser
-from .cli_text import batch_text, eval_batch_text, certify_text, demo_text, info_text, minimal_text, models_text, result_details, search_text
+from .cli_batch import batch_command
+from .cli_common import check_within_domain, check_writable, domain, emit, time_left
+from .cli_search import search_command
+from .cli_text import certify_text, demo_text, eval_batch_text, info_text, models_text, result_details
 from .errors import SmtVerifyError
 from .verdict import Verdict
 
@@ -80,12 +82,6 @@ def _interrupt_on_sigterm():
     return signal.signal(signal.SIGTERM, interrupt)
 
 
-def _time_left(args: argparse.Namespace) -> float:
-    """What is left of --timeout: the clock starts when the command does, so reading the model and
-    the input count too, and the command as a whole ends close to its timeout."""
-    return max(0.0, args.timeout - (time.perf_counter() - args.started))
-
-
 def _internal(error: BaseException) -> str:
     return (f"internal error: {type(error).__name__}: {error} (a defect of smtverify; "
             "--debug shows the traceback)")
@@ -97,11 +93,6 @@ def _discard_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
-
-
-def _emit(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
-    print(json.dumps(record) if args.json else text)
-    args.emitted = True
 
 
 # ----- info ------------------------------------------------------------------------------------
@@ -119,7 +110,7 @@ def _info(args: argparse.Namespace) -> int:
         "layers": layers, "operator_counts": dict(sorted(counts.items())),
         "fully_supported": network.supported, "problems": [str(p) for p in network.problems],
     }
-    _emit(args, record, info_text(record))
+    emit(args, record, info_text(record))
     if not network.supported:     # the table above lists them all; the first is the error
         raise network.problems[0]
     return 0
@@ -146,7 +137,7 @@ def _eval(args: argparse.Namespace) -> int:
         if labels is not None:
             record.update(labels=[int(v) for v in labels], correct=int(np.sum(np.array(classes) == labels)),
                           accuracy=float(np.mean(np.array(classes) == labels)))
-    _emit(args, record, text)
+    emit(args, record, text)
     return 0
 
 
@@ -158,10 +149,10 @@ def _vnnlib(args: argparse.Namespace) -> int:
     from .bench import Instance, decide
     from .progress_display import certification_progress, wanted
 
-    _check_writable(args.out, "--out")
+    check_writable(args.out, "--out")
     instance = Instance(Path(args.model), Path(args.property), args.timeout, None)
     with certification_progress(wanted(args.quiet)) as listener:
-        result, failure = decide(instance, _time_left(args), progress=listener)
+        result, failure = decide(instance, time_left(args), progress=listener)
     if result is None:
         if args.out:
             confirm.write_vnncomp_result(args.out, "error")
@@ -204,16 +195,10 @@ def _report_failure(failure, debug: bool) -> None:
           file=sys.stderr)
 
 
-def _check_writable(path: str | None, field: str) -> None:
-    """Before any work: the folder of an output file exists, so hours of work are not lost at the end."""
-    if path and not Path(path).resolve().parent.is_dir():
-        raise SmtVerifyError(f"the folder {Path(path).parent} does not exist", file=path, field=field)
-
-
 def _bench(args: argparse.Namespace) -> int:
     from .bench import read_instances, run
 
-    _check_writable(args.out, "--out")
+    check_writable(args.out, "--out")
     instances = read_instances(args.instances)
 
     def report(outcome, index: int) -> None:
@@ -236,7 +221,7 @@ def _bench(args: argparse.Namespace) -> int:
             f"wrong {len(wrong)}, total {total:.1f} s")
     for o in wrong:
         text += f"\n!!! WRONG ANSWER: {o.instance.onnx} {o.instance.vnnlib}: said {o.verdict}, expected {o.instance.expected}"
-    _emit(args, record, text)
+    emit(args, record, text)
     return 1 if wrong else 0
 
 
@@ -246,14 +231,14 @@ def _certify(args: argparse.Namespace) -> int:
     from .progress_display import certification_progress, wanted
     from .verify import Settings, Verifier, robustness_property
 
-    low, high = _domain(args.domain)
-    _check_writable(args.out, "--out")
+    low, high = domain(args.domain)
+    check_writable(args.out, "--out")
     network = load_onnx(args.model)
     x = read_input(args.input, network)
-    _check_within_domain(x, (low, high), args.input)
+    check_within_domain(x, (low, high), args.input)
     prop = robustness_property(network, x, args.label, args.eps, low, high)
     with certification_progress(wanted(args.quiet)) as listener:
-        result = Verifier(network, Settings(timeout=_time_left(args))).verify(prop, progress=listener)
+        result = Verifier(network, Settings(timeout=time_left(args))).verify(prop, progress=listener)
     verdict = result.verdict.value if result.verdict in (Verdict.SAFE, Verdict.UNSAFE) else "UNKNOWN"
     record = {"model": network.path, "input": args.input, "label": args.label, "eps": args.eps, **result.summary(),
               "verdict": verdict, "min_margin": result.min_margin}
@@ -263,189 +248,14 @@ def _certify(args: argparse.Namespace) -> int:
         if args.out:
             np.save(args.out, cex.input.reshape(network.input_shape))
             record["counterexample"]["file"] = args.out
-    _emit(args, record, certify_text(record))
+    emit(args, record, certify_text(record))
     return 0
-
-
-def _search(args: argparse.Namespace) -> int:
-    from .export import ExampleWriter
-    from .inputs import read_input
-    from .hidden_search import HiddenSettings
-    from .onnx_import import load_onnx
-    from .progress_display import search_progress, wanted
-    from .search import SearchSettings, dlv_search
-
-    network = load_onnx(args.model)
-    x = read_input(args.input, network)
-    if not 0 <= args.label < network.n_outputs:
-        raise SmtVerifyError(f"label {args.label} is not a class of a network with {network.n_outputs} outputs",
-                             field="--label")
-    dims = _pixels(args.pixels, network.n_inputs) if args.pixels else None
-    if args.family != "pixel" and (dims is not None or args.features is not None):
-        raise SmtVerifyError(f"the {args.family} family moves the whole input: it takes no --pixels or --features",
-                             field="--family")
-    for name, value in (("--span", args.span), ("--steps", args.steps), ("--features", args.features),
-                        ("--rounds", args.rounds), ("--paths", args.paths), ("--budget-points", args.budget_points),
-                        ("--lift-timeout", args.lift_timeout), ("--lift-cells", args.lift_cells),
-                        ("--hidden-features", args.hidden_features), ("--candidates", args.candidates),
-                        ("--max-files", args.max_files)):
-        if value is not None and not value > 0:
-            raise SmtVerifyError(f"{name} must be positive, not {value}", field=name)
-    spans = _number_list(args.minimal, "--minimal", positive=True) if args.minimal else None
-    if spans is None and args.span is None:
-        raise SmtVerifyError("--span is required (except with --minimal, whose spans are the grids')", field="--span")
-    domain = _domain(args.domain)
-    if np.any(x < domain[0]) or np.any(x > domain[1]):
-        raise SmtVerifyError(f"the input lies outside the domain {list(domain)}", file=args.input, field="--domain")
-    settings = SearchSettings(family=args.family, span=min(spans) if spans else args.span, steps=args.steps, features=args.features or min(4, network.n_inputs),
-                              heuristic=args.heuristic, rounds=args.rounds, paths=args.paths, collect_all=args.all,
-                              max_examples=args.max_files, max_points=args.budget_points, timeout=_time_left(args),
-                              domain=domain, levels=args.levels,
-                              lift=args.prove_cells, lift_timeout=args.lift_timeout, lift_cells=args.lift_cells,
-                              layer=args.layer, hidden=args.layer and HiddenSettings(
-                                  args.layer, args.hidden_features, args.steps, args.candidates))
-    if spans:
-        return _minimal(args, network, x, settings, dims, spans)
-    _fresh_examples_folder(args.out, args.force)
-    writer = ExampleWriter(args.out, x, domain, args.max_files, panels=True, original_logits=network.logits(x)[0])
-    with writer, search_progress(wanted(args.quiet)) as listener:
-        report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write, on_progress=listener)
-    record = {"model": network.path, "input": args.input, **report.summary(), **writer.summary(),
-              "examples_not_written": report.examples_found - writer.written, "out": args.out}
-    _emit(args, record, search_text(record))
-    return 0
-
-
-def _number_list(text: str, field: str, positive: bool) -> list[float]:
-    """A comma-separated list of finite numbers (spans, radii), each positive or non-negative."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise SmtVerifyError(f"{field} must be numbers V1,V2,..., not '{text}'", field=field) from None
-    if not all(math.isfinite(v) and (v > 0 if positive else v >= 0) for v in values):
-        least = "positive" if positive else "non-negative"
-        raise SmtVerifyError(f"{field} {text}: every value must be a {least} finite number", field=field)
-    return values
-
-
-def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: list[int] | None,
-             spans: list[float]) -> int:
-    from .export import ExampleWriter
-    from .features import select_features
-    from .search import minimal_search
-
-    if args.family != "pixel" or args.layer:
-        raise SmtVerifyError("--minimal searches input pixels only (no --family or --layer)", field="--minimal")
-    if dims is None:
-        dims = [int(d) for d in select_features(network, x, settings.features, settings.heuristic, args.label)]
-    _fresh_examples_folder(args.out, args.force)
-    with ExampleWriter(args.out, x, settings.domain, args.max_files, panels=True,
-                       original_logits=network.logits(x)[0]) as writer:
-        report = minimal_search(network, x, dims, spans, args.steps, args.label, settings, on_found=writer.write)
-    record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
-    _emit(args, record, minimal_text(record))
-    return 0
-
-
-def _pixels(text: str, n_inputs: int) -> list[int]:
-    try:
-        dims = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise SmtVerifyError(f"--pixels must be integers i,j,..., not '{text}'", field="--pixels") from None
-    bad = [d for d in dims if not 0 <= d < n_inputs]
-    if bad:
-        raise SmtVerifyError(f"pixel index {bad[0]} is outside 0..{n_inputs - 1} (flat C-order indices)",
-                             field="--pixels")
-    if len(set(dims)) != len(dims):
-        raise SmtVerifyError("--pixels lists an index twice", field="--pixels")
-    return dims
-
-
-def _batch(args: argparse.Namespace) -> int:
-    """Certify a dataset in a run folder: journalled as it goes, resumable, summarised at the end
-    or on an interrupt (which keeps everything and exits 130)."""
-    from .batch import BatchRun, prepare_run_dir, write_outputs
-    from .onnx_import import load_onnx
-    from .progress_display import batch_progress, wanted
-    from .verify import Settings
-
-    network = load_onnx(args.model)
-    inputs, labels = _batch_images(args, network)
-    domain = _domain(args.domain)
-    _check_within_domain(inputs, domain, args.images or "the bundled test images")
-    eps_values = [args.eps] if args.eps is not None else _number_list(args.eps_sweep, "--eps-sweep", positive=False)
-    journal = prepare_run_dir(Path(args.out), args.resume, args.force)
-    run = BatchRun(network, inputs, labels, eps_values, Settings(), args.item_timeout, journal, domain)
-    about = {"model": network.path, "images": args.images or "bundled", "eps": eps_values, "out": args.out}
-    try:
-        with batch_progress(wanted(args.quiet), run.total, len(run.finished)) as listener:
-            for _ in run.items(args.started + args.timeout, listener):
-                pass
-    except KeyboardInterrupt:
-        write_outputs(Path(args.out), run.summary, journal, about)
-        print(batch_text(run.summary.as_dict(), args.out, run.total), file=sys.stderr)
-        raise
-    write_outputs(Path(args.out), run.summary, journal, about)
-    _emit(args, {**about, **run.summary.as_dict(), "total_items": run.total},
-          batch_text(run.summary.as_dict(), args.out, run.total))
-    return 0
-
-
-def _batch_images(args: argparse.Namespace, network) -> tuple[np.ndarray, np.ndarray]:
-    """The images and labels: a file's, or the bundled model's test images; the first --limit."""
-    from .inputs import read_inputs
-    from .resources import bundled_name, test_images
-
-    if args.images:
-        inputs, labels = read_inputs(args.images, network)
-        if labels is None:
-            raise SmtVerifyError("holds no labels (y): certification needs each image's true class",
-                                 file=args.images, field="--images")
-    else:
-        name = bundled_name(args.model)
-        if name is None:
-            raise SmtVerifyError("a model that is not bundled needs its images: --images FILE.npz", field="--images")
-        images = test_images(name)
-        inputs, labels = images.images, images.labels
-    return inputs[:args.limit], labels[:args.limit]
-
-
-def _fresh_examples_folder(folder: str, force: bool) -> None:
-    """A search's examples are its own: a folder holding a previous run's is refused, or cleared
-    with --force (retrain.npz would otherwise gather both runs)."""
-    from .export import clear_examples, holds_examples
-
-    if holds_examples(folder):
-        if not force:
-            raise SmtVerifyError("holds a previous run's examples: --force clears them, or choose another --out",
-                                 file=folder, field="--out")
-        clear_examples(folder)
-
-
-def _domain(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise SmtVerifyError(f"--domain must be LO,HI, not '{text}'", field="--domain") from None
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise SmtVerifyError(f"--domain {text}: LO and HI must be finite numbers", field="--domain")
-    if not low < high:
-        raise SmtVerifyError(f"--domain {text}: LO must be below HI", field="--domain")
-    return low, high
-
-
-def _check_within_domain(x: np.ndarray, domain: tuple[float, float], input_path: str) -> None:
-    outside = np.flatnonzero((x.reshape(-1) < domain[0]) | (x.reshape(-1) > domain[1]))
-    if outside.size:
-        raise SmtVerifyError(f"the input lies outside the domain {list(domain)}: value {x.reshape(-1)[outside[0]]:.6g} "
-                             f"at flat index {outside[0]} ({outside.size} values outside)", file=input_path,
-                             field="--domain")
 
 
 def _encode(args: argparse.Namespace) -> int:
     from .smtlib import write_smtlib2
 
-    _check_writable(args.output, "--output")
+    check_writable(args.output, "--output")
     write_smtlib2(args.model, args.property, args.output, args.lp_seconds)
     if args.json:
         print(json.dumps({"model": args.model, "property": args.property, "output": args.output}))
@@ -464,7 +274,7 @@ def _models(args: argparse.Namespace) -> int:
         rows.append({"name": name, "input_shape": list(network.input_shape), "classes": network.n_outputs,
                      "about": bundled.about, "test_images": bundled.images_file, "path": str(model_path(name))})
     record = {"models": rows}
-    _emit(args, record, models_text(record))
+    emit(args, record, models_text(record))
     return 0
 
 
@@ -473,7 +283,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     summary = run_demo(args.out)
-    _emit(args, summary, demo_text(summary))
+    emit(args, summary, demo_text(summary))
     agree = all(r["same_class"] == r["images"] for r in summary["models"])
     proved = summary["prove"]["verdict"] in ("SAFE", "SAFE_ON_GRID")
     return 0 if agree and summary["find"]["verdict"] == "UNSAFE" and proved else 1
@@ -481,7 +291,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": _models, "info": _info, "eval": _eval, "vnnlib": _vnnlib, "bench": _bench, "certify": _certify,
-    "encode": _encode, "search": _search, "demo": _demo, "batch": _batch}
+    "encode": _encode, "search": search_command, "demo": _demo, "batch": batch_command}
 
 
 if __name__ == "__main__":

@@ -143,24 +143,38 @@ def _add_competition(command: Command) -> None:
 
 
 def _add_batch(command: Command) -> None:
-    batch = command("batch", "certify every image of a dataset: clean and verified accuracy, per eps and per class",
+    batch = command("batch", "robustness of every image of a dataset: clean and verified accuracy, per eps (or grid "
+                    "span) and per class, certified on L-infinity balls or searched on DLV grids",
                     "smtverify batch mnist_cnn --eps-sweep 0.01,0.02,0.05 --limit 100 --out run1")
     batch.add_argument("model", type=_model, help=MODEL_HELP)
-    batch.add_argument("--images", help=".npz of inputs x and labels y (smtverify's retrain.npz too; default: the "
-                       "bundled model's test images)")
-    radius = batch.add_mutually_exclusive_group(required=True)
-    radius.add_argument("--eps", type=NON_NEGATIVE, help="radius of every L-infinity ball")
-    radius.add_argument("--eps-sweep", help="several radii E1,E2,...: each image certified at each")
+    batch.add_argument("--images", help="an .npz of inputs x and labels y (smtverify's retrain.npz too), or a folder "
+                       "of images labelled by labels.csv (file,label), by a subfolder per class, or by names "
+                       "LABEL_xxx.png (default: the bundled model's test images)")
+    size = batch.add_mutually_exclusive_group(required=True)
+    size.add_argument("--eps", type=NON_NEGATIVE, help="certify: radius of every L-infinity ball")
+    size.add_argument("--eps-sweep", metavar="E1,E2,...", help="certify: several radii, each image certified at each")
+    size.add_argument("--span", type=POSITIVE, help="search: DLV's grid search with this span (see `smtverify search`)")
+    size.add_argument("--span-sweep", metavar="S1,S2,...", help="search: several spans, each image searched at each")
+    batch.add_argument("--steps", type=COUNT, default=2, help="search: each feature moves by c*span, c in -M..M "
+                       "(default 2)")
+    batch.add_argument("--features", type=COUNT, help="search: features chosen per round (default 4)")
+    batch.add_argument("--heuristic", choices=("activation", "gradient"), default="activation",
+                       help="search: how features are chosen (default activation)")
+    batch.add_argument("--family", choices=("pixel", "brightness", "contrast"), default="pixel",
+                       help="search: what a manipulation moves (default pixel)")
+    batch.add_argument("--rounds", type=COUNT, default=1, help="search: DLV rounds (default 1)")
+    batch.add_argument("--levels", type=int, help="search: grids on the lattice k/N (default: 255 for 8-bit images)")
     batch.add_argument("--limit", type=COUNT, help="only the first N images")
     batch.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
     batch.add_argument("--timeout", type=POSITIVE, default=3600.0, help="seconds for the whole run (default 3600)")
-    batch.add_argument("--item-timeout", type=POSITIVE, default=30.0, help="seconds per image and eps (default 30)")
+    batch.add_argument("--item-timeout", type=POSITIVE, default=30.0, help="seconds per image and size (default 30)")
     batch.add_argument("--out", default="smtverify-batch",
-                       help="run folder: journal.jsonl (one line per finished item), summary.json (default "
-                            "./smtverify-batch); a folder holding files is refused without --resume or --force")
+                       help="run folder: run.json, journal.jsonl (a line per finished item), items.csv, summary.json, "
+                       "examples/, report.html (default ./smtverify-batch); a folder holding files is refused "
+                       "without --resume or --force")
     again = batch.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="go on with the run in --out, skipping finished items")
-    again.add_argument("--force", action="store_true", help="start over in a non-empty --out (its journal is cleared)")
+    again.add_argument("--force", action="store_true", help="start over in a non-empty --out (its run's files cleared)")
 
 
 def _add_certify(command: Command) -> None:

@@ -150,13 +150,14 @@ def eval_batch_text(classes: list[int], labels, shown: int = 20) -> str:
 
 
 def batch_text(summary: dict, out: str, total: int) -> str:
-    """A batch run's figures: clean accuracy, then per eps the outcomes and verified accuracy."""
+    """A batch run's figures: clean accuracy, then per eps (or span) the outcomes and verified accuracy."""
+    size, safe = ("eps", "verified") if summary.get("mode", "certify") == "certify" else ("span", "grid-safe")
     lines = [f"{summary['items']} of {total} items done in {summary['seconds']:.1f} s; {summary['images']} images, "
              f"clean accuracy {summary['clean_accuracy']:.2%}",
-             f"{'eps':>8} {'verified':>9} {'falsified':>10} {'unknown':>8} {'misclass.':>10} {'verified acc.':>14}"]
+             f"{size:>8} {safe:>9} {'falsified':>10} {'unknown':>8} {'misclass.':>10} {safe + ' acc.':>14}"]
     for row in summary["per_eps"]:
         lines.append(f"{row['eps']:>8g} {row['verified']:>9} {row['falsified']:>10} {row['unknown']:>8} "
                      f"{row['misclassified']:>10} {row['verified_accuracy']:>14.2%}")
-    lines.append(f"files in {out}/: journal.jsonl (one line per item), items.csv, summary.json"
+    lines.append(f"files in {out}/: journal.jsonl (one line per item), items.csv, summary.json, examples/"
                  + ("" if summary["items"] == total else "; --resume goes on where this stopped"))
     return "\n".join(lines)

@@ -24,6 +24,7 @@ import numpy as np
 from .manipulations import Domain
 from .panel import save_panel
 from .png import is_image, png_is_exact, png_name, save_png
+from .grid import Example
 from .search import Found
 
 MAX_FILES = 1000
@@ -47,6 +48,29 @@ def holds_examples(folder: str | Path) -> bool:
     return folder.is_dir() and any(folder.glob("example_*.npz"))
 
 
+def save_example(path: Path, example: Example, original: np.ndarray, domain: Domain = (0.0, 1.0),
+                 panel: bool = False, original_logits: np.ndarray | None = None,
+                 **extra: Any) -> tuple[str | None, bool | None]:
+    """One example's files: path (an npz holding the exact input, the original, classes, logits,
+    distances and `extra`), for an image also its PNG (exact, or .picture.png) and with `panel` its
+    panel (the original's confidence on it when its logits are given). The npz is renamed into place whole, so an interrupt never leaves
+    a torn one. Returns (PNG file, whether it holds the example exactly); (None, None) for non-images."""
+    png_file, png_exact = None, None
+    if is_image(original.shape):
+        png_exact = png_is_exact(example.input, domain)
+        png_file = str(path.with_name(png_name(path.stem, png_exact)))
+        save_png(example.input, Path(png_file), domain)
+        if panel:
+            save_panel(path.with_name(f"{path.stem}.panel.png"), original, example, domain, original_logits)
+    partial = path.with_name(f"{path.stem}.partial.npz")
+    np.savez(partial, input=example.input, original=original, original_class=example.original_class,
+             new_class=example.new_class, changed_dims=example.changed_dims, c=example.c, logits=example.logits,
+             l0=example.l0, l1=example.l1, l2=example.l2, linf=example.linf, confirmed_by=example.confirmed_by,
+             png=Path(png_file).name if png_file else "", png_exact=bool(png_exact), **extra)
+    os.replace(partial, path)
+    return png_file, png_exact
+
+
 class ExampleWriter:
     """Writes example_NNNN.npz (and a PNG for images: .png, or .picture.png when it cannot hold the
     example exactly) under `out_dir` for the first `max_files` examples (None: all), counts the rest,
@@ -55,8 +79,9 @@ class ExampleWriter:
 
     def __init__(self, out_dir: str | Path, original: np.ndarray, domain: Domain = (0.0, 1.0),
                  max_files: int | None = MAX_FILES, panels: bool = False,
-                 original_logits: np.ndarray | None = None) -> None:
+                 original_logits: np.ndarray | None = None, first_number: int = 0) -> None:
         self.out_dir = Path(out_dir)
+        self.first_number = first_number     # a resumed run numbers its examples after those on disk
         self.max_files = max_files
         self.panels, self.original_logits = panels, original_logits
         self.not_written = 0
@@ -74,23 +99,12 @@ class ExampleWriter:
         if self.max_files is not None and len(self.inputs) >= self.max_files:
             self.not_written += 1
             return None
-        e = found.example
-        path = self.out_dir / f"example_{len(self.inputs):04d}.npz"
-        if self.images:
-            found.png_exact = png_is_exact(e.input, self.domain)
-            found.png_file = str(path.with_name(png_name(path.stem, found.png_exact)))
-            save_png(e.input, Path(found.png_file), self.domain)
-            if self.panels:
-                save_panel(path.with_name(f"{path.stem}.panel.png"), self.original, e, self.domain,
-                           self.original_logits)
-        partial = path.with_name(f"{path.stem}.partial.npz")    # renamed whole: an interrupt leaves no torn file
-        np.savez(partial, input=e.input, original=self.original, original_class=e.original_class,
-                 new_class=e.new_class, changed_dims=e.changed_dims, manipulated_dims=np.asarray(found.dims, np.int64),
-                 c=e.c, logits=e.logits, l0=e.l0, l1=e.l1, l2=e.l2, linf=e.linf, confirmed_by=e.confirmed_by,
-                 png=Path(found.png_file).name if found.png_file else "", png_exact=bool(found.png_exact))
-        os.replace(partial, path)
-        self.inputs.append(e.input)
-        self.labels.append(e.original_class)
+        path = self.out_dir / f"example_{self.first_number + len(self.inputs):04d}.npz"
+        found.png_file, found.png_exact = save_example(
+            path, found.example, self.original, self.domain, self.panels, self.original_logits,
+            manipulated_dims=np.asarray(found.dims, np.int64))
+        self.inputs.append(found.example.input)
+        self.labels.append(found.example.original_class)
         found.input_file = str(path)
         return path
 

@@ -126,3 +126,52 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             return data[key], (data[label_key] if label_key else None)
     except (ValueError, OSError) as error:
         raise InputFileError(f"not a readable .npz archive: {error}", file=path) from None
+
+
+LABELS_FILE = "labels.csv"
+
+
+def read_image_folder(folder: str | Path, network: Network) -> tuple[np.ndarray, np.ndarray]:
+    """The images of a folder and their labels, which the folder gives in one of three ways:
+    a labels.csv of `file,label` rows; one subfolder per class named by its number (3/img.png);
+    or file names that start with the label and an underscore or dash (3_0001.png). Images are
+    taken in sorted order, each read as `read_input` reads one."""
+    folder = Path(folder)
+    if (folder / LABELS_FILE).is_file():
+        listed = _listed_images(folder / LABELS_FILE)
+    else:
+        listed = [(p, _label_of(p, folder)) for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not listed:
+        raise InputFileError(f"holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})", file=folder)
+    inputs = np.stack([read_input(path, network) for path, _ in listed])
+    return inputs, np.asarray([label for _, label in listed], np.int64)
+
+
+def _listed_images(path: Path) -> list[tuple[Path, int]]:
+    import csv
+
+    rows = []
+    with open(path, newline="") as handle:
+        for number, row in enumerate(csv.reader(handle), 1):
+            if not row or row[0].strip() in ("", "file") or row[0].startswith("#"):
+                continue
+            if len(row) < 2 or not row[1].strip().isdigit():
+                raise InputFileError(f"a row must be file,label with a whole-number label, not {','.join(row)}",
+                                     file=path, line=number)
+            image = path.parent / row[0].strip()
+            if not image.is_file():
+                raise InputFileError(f"lists {row[0].strip()}, which does not exist", file=path, line=number)
+            rows.append((image, int(row[1])))
+    return rows
+
+
+def _label_of(image: Path, folder: Path) -> int:
+    """The label a class subfolder or the name's leading number gives."""
+    parent = image.parent.name
+    if image.parent != folder and parent.isdigit():
+        return int(parent)
+    head = image.stem.replace("-", "_").split("_")[0]
+    if head.isdigit():
+        return int(head)
+    raise InputFileError("has no label: name images LABEL_xxx.png, put them in a folder per class (3/xxx.png), "
+                         f"or list them in {LABELS_FILE} (file,label)", file=image)

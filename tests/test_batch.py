@@ -11,15 +11,17 @@ import time
 import numpy as np
 
 from smtverify import resources
-from smtverify.batch import BatchRun, Journal
+from smtverify.batch import BatchRun, Certifier
 from smtverify.cli import main
 from smtverify.onnx_import import load_onnx
 from smtverify.reference import OnnxRuntimeExecutor
-from smtverify.verify import Settings
+from smtverify.run_folder import RunFolder
 
 
 def _journal(folder) -> list[dict]:
-    return [json.loads(line) for line in (folder / "journal.jsonl").read_text().splitlines()]
+    """The run's items, as journalled."""
+    return [json.loads(line) for line in (folder / "journal.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == "item"]
 
 
 def test_a_sweep_counts_every_image_once_per_eps_and_agrees_with_its_items(tmp_path, capsys):
@@ -92,10 +94,10 @@ def test_a_resumed_run_counts_its_journal(tmp_path):
     network = load_onnx(resources.model_path("digits_mlp"))
     images = resources.test_images("digits_mlp")
     x, y = images.images[:6], images.labels[:6]
-    journal = Journal(tmp_path / "journal.jsonl")
-    first = BatchRun(network, x, y, [0.01], Settings(), 10.0, journal)
+    folder = RunFolder(tmp_path)
+    first = BatchRun(network, x, y, [0.01], Certifier(network, (0.0, 1.0)), 10.0, folder)
     assert len(list(first.items(time.perf_counter() + 60))) == 6
-    again = BatchRun(network, x, y, [0.01, 0.02], Settings(), 10.0, journal)
+    again = BatchRun(network, x, y, [0.01, 0.02], Certifier(network, (0.0, 1.0)), 10.0, folder)
     assert len(again.finished) == 6 and again.summary.items == 6
     new = list(again.items(time.perf_counter() + 60))
     assert [(i.eps, i.index) for i in new] == [(0.02, k) for k in range(6)]

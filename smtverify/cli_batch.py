@@ -1,0 +1,106 @@
+"""`smtverify batch`: robustness of a whole dataset in a run folder (batch.py), certified on
+L-infinity balls (--eps, --eps-sweep) or searched on DLV grids (--span, --span-sweep)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .cli_common import check_within_domain, domain, emit, number_list
+from .cli_text import batch_text
+from .errors import SmtVerifyError
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    """Decide every image in a run folder: journalled as it goes, resumable, summarised at the end
+    or on an interrupt (which keeps everything and exits 130)."""
+    from .batch import BatchRun, clear_patterns, images_identity, write_outputs
+    from .onnx_import import load_onnx
+    from .progress_display import batch_progress, wanted
+    from .run_folder import RunFolder, sha256_of_file
+
+    network = load_onnx(args.model)
+    inputs, labels = _batch_images(args, network)
+    bounds = domain(args.domain)
+    check_within_domain(inputs, bounds, args.images or "the bundled test images")
+    decide, sizes, settings = _decider(args, network, bounds)
+    identity = {"model": network.path, "model_sha256": sha256_of_file(network.path),
+                "images": args.images or "bundled", "images_sha256": images_identity(inputs, labels),
+                "mode": decide.mode, "sizes": sizes, "domain": list(bounds), "search": settings}
+    folder = RunFolder.prepare(args.out, "batch", identity, args.resume, args.force, clear_patterns())
+    run = BatchRun(network, inputs, labels, sizes, decide, args.item_timeout, folder, bounds)
+    size_name = "eps" if decide.mode == "certify" else "span"
+    about = {"model": network.path, "images": args.images or "bundled", size_name: sizes, "out": args.out}
+    try:
+        with batch_progress(wanted(args.quiet), run.total, len(run.finished)) as listener:
+            for _ in run.items(args.started + args.timeout, listener):
+                pass
+    except KeyboardInterrupt:
+        record = write_outputs(folder, run, about, complete=False)
+        _write_report(folder)
+        print(batch_text(record, args.out, run.total), file=sys.stderr)
+        raise
+    record = write_outputs(folder, run, about, complete=len(run.finished) == run.total)
+    _write_report(folder)
+    emit(args, record, batch_text(record, args.out, run.total))
+    return 0
+
+
+def _write_report(folder) -> None:
+    """The run's HTML report, when the report module is there to draw it."""
+    try:
+        from .report import write_report
+    except ImportError:
+        return
+    write_report(folder.path)
+
+
+def _decider(args: argparse.Namespace, network, bounds: tuple[float, float]):
+    """The mode the options ask for, its sizes, and (search mode) the grid settings recorded in the
+    manifest."""
+    from .batch import Certifier, GridSearcher
+    from .search import SearchSettings
+
+    if args.eps is not None or args.eps_sweep:
+        sizes = [args.eps] if args.eps is not None else number_list(args.eps_sweep, "--eps-sweep", positive=False)
+        return Certifier(network, bounds), sizes, None
+    sizes = [args.span] if args.span is not None else number_list(args.span_sweep, "--span-sweep", positive=True)
+    if args.family != "pixel" and args.features is not None:
+        raise SmtVerifyError(f"the {args.family} family moves the whole input: it takes no --features",
+                             field="--family")
+    settings = SearchSettings(family=args.family, span=min(sizes), steps=args.steps,
+                              features=args.features or min(4, network.n_inputs), heuristic=args.heuristic,
+                              rounds=args.rounds, domain=bounds, levels=args.levels)
+    settings.check(network)
+    recorded = {"family": args.family, "steps": args.steps, "features": settings.features,
+                "heuristic": args.heuristic, "rounds": args.rounds, "levels": args.levels}
+    return GridSearcher(network, settings), sizes, recorded
+
+
+def _batch_images(args: argparse.Namespace, network) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels: a file's or a folder's, or the bundled model's test images; the
+    first --limit."""
+    from .inputs import read_image_folder, read_inputs
+    from .resources import bundled_name, test_images
+
+    if args.images and Path(args.images).is_dir():
+        inputs, labels = read_image_folder(args.images, network)
+    elif args.images:
+        inputs, labels = read_inputs(args.images, network)
+        if labels is None:
+            raise SmtVerifyError("holds no labels (y): each image's true class is needed",
+                                 file=args.images, field="--images")
+    else:
+        name = bundled_name(args.model)
+        if name is None:
+            raise SmtVerifyError("a model that is not bundled needs its images: --images FILE.npz or a folder",
+                                 field="--images")
+        images = test_images(name)
+        inputs, labels = images.images, images.labels
+    bad = np.flatnonzero((labels < 0) | (labels >= network.n_outputs))
+    if bad.size:
+        raise SmtVerifyError(f"label {labels[bad[0]]} of image {bad[0]} is not a class of a network with "
+                             f"{network.n_outputs} outputs", file=args.images, field="--images")
+    return inputs[:args.limit], labels[:args.limit]

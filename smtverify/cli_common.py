@@ -1,0 +1,66 @@
+"""What every command of the command line shares: printing its one record, the time left of
+--timeout, and the checks of values that several commands take (domains, number lists, output
+folders). Commands live in cli.py and the cli_*.py modules beside it."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SmtVerifyError
+
+
+def emit(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
+    """The command's result on stdout: its text, or with --json its one JSON object."""
+    print(json.dumps(record) if args.json else text)
+    args.emitted = True
+
+
+def time_left(args: argparse.Namespace) -> float:
+    """What is left of --timeout: the clock starts when the command does, so reading the model and
+    the input count too, and the command as a whole ends close to its timeout."""
+    return max(0.0, args.timeout - (time.perf_counter() - args.started))
+
+
+def check_writable(path: str | None, field: str) -> None:
+    """Before any work: the folder of an output file exists, so hours of work are not lost at the end."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise SmtVerifyError(f"the folder {Path(path).parent} does not exist", file=path, field=field)
+
+
+def number_list(text: str, field: str, positive: bool) -> list[float]:
+    """A comma-separated list of finite numbers (spans, radii), each positive or non-negative."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise SmtVerifyError(f"{field} must be numbers V1,V2,..., not '{text}'", field=field) from None
+    if not all(math.isfinite(v) and (v > 0 if positive else v >= 0) for v in values):
+        least = "positive" if positive else "non-negative"
+        raise SmtVerifyError(f"{field} {text}: every value must be a {least} finite number", field=field)
+    return values
+
+
+def domain(text: str) -> tuple[float, float]:
+    """--domain LO,HI: finite, LO below HI."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SmtVerifyError(f"--domain must be LO,HI, not '{text}'", field="--domain") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise SmtVerifyError(f"--domain {text}: LO and HI must be finite numbers", field="--domain")
+    if not low < high:
+        raise SmtVerifyError(f"--domain {text}: LO must be below HI", field="--domain")
+    return low, high
+
+
+def check_within_domain(x: np.ndarray, bounds: tuple[float, float], input_path: str) -> None:
+    outside = np.flatnonzero((x.reshape(-1) < bounds[0]) | (x.reshape(-1) > bounds[1]))
+    if outside.size:
+        raise SmtVerifyError(f"the input lies outside the domain {list(bounds)}: value {x.reshape(-1)[outside[0]]:.6g} "
+                             f"at flat index {outside[0]} ({outside.size} values outside)", file=input_path,
+                             field="--domain")
