@@ -22,6 +22,7 @@ import numpy as np
 from .confirm import Counterexample, confirm, write_vnncomp_result
 from .errors import SmtVerifyError
 from .inputs import LABELS_FILE, read_input
+from .network import Network
 from .onnx_import import load_onnx
 from .png import is_image, png_is_exact, save_png
 from .reference import OnnxRuntimeExecutor
@@ -69,7 +70,7 @@ class Run:
     command: str
     manifest: dict[str, Any]
     summary: dict[str, Any]
-    network: Any
+    network: Network | None
     model_sha256: str | None
     examples: list[Any]                # StoredExample, or (bench) BenchCounterexample
     refused: list[dict[str, str]]
@@ -171,7 +172,7 @@ def _read_example(file: Path, folder: Path, shape: tuple[int, ...]) -> StoredExa
                              data["logits"].astype(np.float32).reshape(-1), size, index)
 
 
-def _recheck(stored: list[StoredExample], network, refused: list[dict[str, str]], domain: list[float] | None,
+def _recheck(stored: list[StoredExample], network: Network, refused: list[dict[str, str]], domain: list[float] | None,
              command: str, mode: str | None) -> list[StoredExample]:
     """Those onnxruntime still classifies as their recorded adversarial class, strictly above the
     correct one, inside the domain (and for a certified batch inside their eps ball)."""

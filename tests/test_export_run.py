@@ -167,6 +167,20 @@ def test_a_changed_model_is_refused_naming_the_file(search_run, tmp_path, capsys
     assert not (folder / "export" / "manifest.json").exists()
 
 
+def test_a_folder_without_run_json_is_exported_with_the_model_given(search_run, tmp_path, capsys):
+    """A search folder written before run folders had a manifest: its model must be named."""
+    folder = tmp_path / "old"
+    shutil.copytree(search_run, folder)
+    (folder / "run.json").unlink()
+    (folder / "summary.json").unlink()
+    status, record = _run(["export", str(folder), "--format", "json"], capsys)
+    assert status == 2 and "--model" in record["error"]
+    status, record = _run(["export", str(folder), "--format", "json", "--model", "mnist_cnn"], capsys)
+    assert status == 0 and record["exported"] == 12
+    manifest = json.loads((folder / "export" / "manifest.json").read_text())
+    assert manifest["model_sha256_recorded"] is False and manifest["model_sha256"] == record["model_sha256"]
+
+
 def test_bad_input_exits_2_with_one_line(search_run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     for argv, words in ((["export", str(tmp_path / "nowhere"), "--format", "npz"], "no such run folder"),
