@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smtverify.bench import Instance, read_instances, run  # noqa: E402
+from smtverify.run_folder import RunFolder  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "benchmarks"
 MARABOU = """
@@ -168,7 +169,8 @@ def run_suite(suite: str, args: argparse.Namespace, size: int | None, folder: Pa
     if args.marabou:    # on the other core, at the same time, each instance's answer written as it comes
         marabou = concurrent.futures.ThreadPoolExecutor(1).submit(
             run_marabou_all, instances, args.timeout_scale, Path(args.out).with_suffix(f".{suite}.marabou.csv"))
-    ours = list(run(instances, args.timeout_scale, Path(args.out).with_suffix(f".{suite}.csv"), report=report))
+    run_folder = RunFolder.prepare(Path(args.out).with_suffix(f".{suite}"), "bench", {"suite": suite}, force=True)
+    ours = list(run(instances, args.timeout_scale, run_folder, report=report))
     unconfirmed = [i for i, o in enumerate(ours) if o.verdict == "sat" and not recheck(o, folder)]
     tables = [summarise("smtverify", [o.verdict for o in ours], [o.seconds for o in ours], expected, timeouts,
                         unconfirmed)]

@@ -1,6 +1,6 @@
-"""Running a competition `instances.csv`: every instance decided, written to the results file as
-soon as it is known (an interrupted run keeps what it found), and compared with the expected verdict.
-Each counterexample is saved beside the results file in the competition's format."""
+"""Running a competition `instances.csv`: every instance decided, journalled in the run folder as
+soon as it is known (an interrupted run keeps what it found, a resumed one skips it), and compared
+with the expected verdict. Each counterexample is saved in the folder in the competition's format."""
 from __future__ import annotations
 
 import csv
@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 from .confirm import write_vnncomp_result
 from .errors import InputFileError, SmtVerifyError
 from .onnx_import import load_onnx
+from .run_folder import RunFolder
 from .verdict import Result, Verdict
 from .verify import Settings, Verifier
 from .verify.progress import Listener
@@ -128,50 +129,64 @@ def decide(instance: Instance, timeout: float, settings: Settings | None = None,
                              traceback=traceback.format_exc())
 
 
-def run(instances: list[Instance], timeout_scale: float = 1.0, out: str | Path | None = None,
+RESULTS = "results.csv"      # a bench run folder's table, a row per instance as each finishes
+
+
+def run(instances: list[Instance], timeout_scale: float = 1.0, folder: RunFolder | None = None,
         settings: Settings | None = None, report: Callable[[Outcome, int], None] | None = None) -> Iterator[Outcome]:
-    """Decide each instance in turn, appending a row to `out` as each finishes."""
-    writer = None
-    try:
-        handle = open(out, "w", newline="") if out else None
-    except OSError as error:
-        raise InputFileError(f"cannot write the results: {error.strerror}", file=out, field="--out") from None
-    try:
-        if handle:
-            writer = csv.DictWriter(handle, FIELDS)
+    """Decide each instance in turn. In a run folder, each is journalled and appended to
+    results.csv as it finishes, its counterexample saved beside them; instances the folder's
+    journal already holds (a resumed run) are not decided again, and come back as they were."""
+    earlier = {int(r["row"]): r for r in folder.journal.records("instance")} if folder else {}
+    for index, instance in enumerate(instances):
+        if index + 1 in earlier:
+            yield _earlier_outcome(instance, earlier[index + 1])
+            continue
+        start = time.perf_counter()
+        result, failure = decide(instance, instance.timeout * timeout_scale, settings)
+        verdict = result.verdict.vnncomp if result else Verdict.ERROR.vnncomp
+        outcome = Outcome(instance, verdict, time.perf_counter() - start,
+                          failure.message if failure else _detail(result), failure, result)
+        if folder:
+            _write_row(folder, index, outcome)
+        if report:
+            report(outcome, index)
+        yield outcome
+
+
+def _write_row(folder: RunFolder, index: int, outcome: Outcome) -> None:
+    """The counterexample first, then the journal's line and the table's row that name it."""
+    instance = outcome.instance
+    saved = _save_counterexample(folder.path, index, outcome)
+    row = {"onnx": str(instance.onnx.resolve()), "vnnlib": str(instance.vnnlib.resolve()), "timeout_s": instance.timeout,
+           "expected": instance.expected or "", "verdict": outcome.verdict,
+           "correct": "" if not instance.expected or not outcome.solved else str(not outcome.wrong).lower(),
+           "seconds": f"{outcome.seconds:.3f}", "detail": outcome.detail, "counterexample": saved.name if saved else ""}
+    folder.journal.append("instance", {"row": index + 1, **row})
+    results = folder.path / RESULTS
+    new = not results.exists()
+    with open(results, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS)
+        if new:
             writer.writeheader()
-        for index, instance in enumerate(instances):
-            start = time.perf_counter()
-            result, failure = decide(instance, instance.timeout * timeout_scale, settings)
-            verdict = result.verdict.vnncomp if result else Verdict.ERROR.vnncomp
-            outcome = Outcome(instance, verdict, time.perf_counter() - start,
-                              failure.message if failure else _detail(result), failure, result)
-            if writer:
-                saved = _save_counterexample(Path(out), index, outcome)
-                writer.writerow({"onnx": str(instance.onnx), "vnnlib": str(instance.vnnlib),
-                                 "timeout_s": instance.timeout, "expected": instance.expected or "",
-                                 "verdict": verdict, "correct": "" if not instance.expected or not outcome.solved
-                                 else str(not outcome.wrong).lower(), "seconds": f"{outcome.seconds:.3f}",
-                                 "detail": outcome.detail, "counterexample": saved.name if saved else ""})
-                handle.flush()
-            if report:
-                report(outcome, index)
-            yield outcome
-    finally:
-        if handle:
-            handle.close()
+        writer.writerow(row)
 
 
-def counterexample_path(out: Path, index: int, instance: Instance) -> Path:
-    """Beside the results file, named by its row, network and property, so that a suite repeating a
+def _earlier_outcome(instance: Instance, record: dict) -> Outcome:
+    """An instance a resumed run's journal holds: its verdict and time as they were."""
+    return Outcome(instance, record["verdict"], float(record["seconds"]), record["detail"])
+
+
+def counterexample_path(folder: Path, index: int, instance: Instance) -> Path:
+    """In the run folder, named by its row, network and property, so that a suite repeating a
     network or a property keeps every counterexample."""
-    return out.with_name(f"{out.stem}.{index + 1:04d}.{instance.onnx.stem}.{instance.vnnlib.stem}.counterexample")
+    return folder / f"{index + 1:04d}.{instance.onnx.stem}.{instance.vnnlib.stem}.counterexample"
 
 
-def _save_counterexample(out: Path, index: int, outcome: Outcome) -> Path | None:
+def _save_counterexample(folder: Path, index: int, outcome: Outcome) -> Path | None:
     if outcome.result is None or outcome.result.counterexample is None:
         return None
-    path = counterexample_path(out, index, outcome.instance)
+    path = counterexample_path(folder, index, outcome.instance)
     write_vnncomp_result(path, outcome.verdict, outcome.result.counterexample)
     return path
 

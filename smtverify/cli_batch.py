@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli_common import check_within_domain, domain, emit, number_list
+from .cli_common import check_within_domain, domain, emit, number_list, write_run_report
 from .cli_text import batch_text
 from .errors import SmtVerifyError
 
@@ -32,29 +32,20 @@ def batch_command(args: argparse.Namespace) -> int:
     folder = RunFolder.prepare(args.out, "batch", identity, args.resume, args.force, clear_patterns())
     run = BatchRun(network, inputs, labels, sizes, decide, args.item_timeout, folder, bounds)
     size_name = "eps" if decide.mode == "certify" else "span"
-    about = {"model": network.path, "images": args.images or "bundled", size_name: sizes, "out": args.out}
+    about = {"model": network.path, "dataset": args.images or "bundled test images", size_name: sizes, "out": args.out}
     try:
         with batch_progress(wanted(args.quiet), run.total, len(run.finished)) as listener:
             for _ in run.items(args.started + args.timeout, listener):
                 pass
     except KeyboardInterrupt:
         record = write_outputs(folder, run, about, complete=False)
-        _write_report(folder)
+        write_run_report(folder)
         print(batch_text(record, args.out, run.total), file=sys.stderr)
         raise
     record = write_outputs(folder, run, about, complete=len(run.finished) == run.total)
-    _write_report(folder)
+    write_run_report(folder)
     emit(args, record, batch_text(record, args.out, run.total))
     return 0
-
-
-def _write_report(folder) -> None:
-    """The run's HTML report, when the report module is there to draw it."""
-    try:
-        from .report import write_report
-    except ImportError:
-        return
-    write_report(folder.path)
 
 
 def _decider(args: argparse.Namespace, network, bounds: tuple[float, float]):

@@ -64,3 +64,12 @@ def check_within_domain(x: np.ndarray, bounds: tuple[float, float], input_path: 
         raise SmtVerifyError(f"the input lies outside the domain {list(bounds)}: value {x.reshape(-1)[outside[0]]:.6g} "
                              f"at flat index {outside[0]} ({outside.size} values outside)", file=input_path,
                              field="--domain")
+
+
+def write_run_report(folder) -> None:
+    """A run folder's HTML report, when the report module is there to draw it."""
+    try:
+        from .report import write_report
+    except ImportError:
+        return
+    write_report(folder.path)

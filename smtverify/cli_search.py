@@ -3,21 +3,25 @@ minimal-manipulation ladder (--minimal); examples are written into the run folde
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
-from .cli_common import domain, emit, number_list, time_left
-from .cli_text import minimal_text, search_text
+from .cli_common import domain, emit, number_list, time_left, write_run_report
+from .cli_text import interrupted_search_text, minimal_text, search_text
 from .errors import SmtVerifyError
+
+EXAMPLE_FILES = ("example_*", "original*.png", "retrain.npz")    # a forced run clears these too
 
 
 def search_command(args: argparse.Namespace) -> int:
-    from .export import ExampleWriter
+    from .export import ExampleWriter, example_files
     from .inputs import read_input
     from .hidden_search import HiddenSettings
     from .onnx_import import load_onnx
     from .progress_display import search_progress, wanted
     from .search import SearchSettings, dlv_search
+    from .search_memory import SearchMemory
 
     network = load_onnx(args.model)
     x = read_input(args.input, network)
@@ -50,14 +54,63 @@ def search_command(args: argparse.Namespace) -> int:
                                   args.layer, args.hidden_features, args.steps, args.candidates))
     if spans:
         return _minimal(args, network, x, settings, dims, spans)
-    _fresh_examples_folder(args.out, args.force)
-    writer = ExampleWriter(args.out, x, bounds, args.max_files, panels=True, original_logits=network.logits(x)[0])
-    with writer, search_progress(wanted(args.quiet)) as listener:
-        report = dlv_search(network, x, args.label, settings, dims, on_found=writer.write, on_progress=listener)
+    folder = _run_folder(args, network, x, settings, dims)
+    memory = SearchMemory(folder.journal, example_files(folder.path))
+    writer = ExampleWriter(args.out, x, bounds, args.max_files, panels=True, original_logits=network.logits(x)[0],
+                           first_number=len(memory.earlier))
+    seen = _Seen()
+
+    def found(example) -> None:
+        if writer.write(example) is not None:
+            folder.journal.append("example", example.summary())
+
+    try:
+        with writer, search_progress(wanted(args.quiet)) as listener:
+            report = dlv_search(network, x, args.label, settings, dims, on_found=found,
+                                on_progress=seen.listening(listener), memory=memory)
+    except KeyboardInterrupt:
+        record = {"model": network.path, "input": args.input, "verdict": "INTERRUPTED", **seen.as_dict(),
+                  **writer.summary()}
+        folder.write_summary(record, complete=False)
+        write_run_report(folder)
+        print(interrupted_search_text(record, args.out), file=sys.stderr)
+        raise
     record = {"model": network.path, "input": args.input, **report.summary(), **writer.summary(),
-              "examples_not_written": report.examples_found - writer.written, "out": args.out}
+              "examples_not_written": report.examples_found - writer.written - len(memory.earlier), "out": args.out,
+              "resumed": bool(args.resume)}
+    folder.write_summary(record, complete=True)
+    write_run_report(folder)
     emit(args, record, search_text(record))
     return 0
+
+
+class _Seen:
+    """How far the search got, as its progress says: what an interrupted run reports."""
+
+    def __init__(self) -> None:
+        self.round, self.points = 0, 0
+
+    def listening(self, then):
+        def listen(round_: int, done: int, size: int, found: int) -> None:
+            self.round, self.points = round_, done
+            if then is not None:
+                then(round_, done, size, found)
+        return listen
+
+    def as_dict(self) -> dict:
+        return {"round": self.round, "points_evaluated_in_grid": self.points}
+
+
+def _run_folder(args: argparse.Namespace, network, x: np.ndarray, settings, dims: list[int] | None):
+    """The search's run folder: a new one, a forced one (its run's files cleared) or the one it resumes
+    (the same model, input, label and settings)."""
+    from .run_folder import RunFolder, sha256_of_array, sha256_of_file
+
+    recorded = {k: v for k, v in vars(settings).items() if k not in ("timeout", "lift_timeout", "hidden")}
+    recorded["hidden"] = settings.hidden and vars(settings.hidden)
+    identity = {"model": network.path, "model_sha256": sha256_of_file(network.path), "input": args.input,
+                "input_sha256": sha256_of_array(x), "label": args.label, "pixels": dims, "settings": recorded}
+    return RunFolder.prepare(args.out, "search", identity, args.resume, args.force, EXAMPLE_FILES)
 
 
 def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: list[int] | None,
@@ -70,11 +123,15 @@ def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: l
         raise SmtVerifyError("--minimal searches input pixels only (no --family or --layer)", field="--minimal")
     if dims is None:
         dims = [int(d) for d in select_features(network, x, settings.features, settings.heuristic, args.label)]
-    _fresh_examples_folder(args.out, args.force)
+    if args.resume:
+        raise SmtVerifyError("a --minimal ladder is not resumed: run it again with --force", field="--resume")
+    folder = _run_folder(args, network, x, settings, dims)
     with ExampleWriter(args.out, x, settings.domain, args.max_files, panels=True,
                        original_logits=network.logits(x)[0]) as writer:
         report = minimal_search(network, x, dims, spans, args.steps, args.label, settings, on_found=writer.write)
     record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
+    folder.write_summary(record, complete=True)
+    write_run_report(folder)
     emit(args, record, minimal_text(record))
     return 0
 
@@ -91,15 +148,3 @@ def _pixels(text: str, n_inputs: int) -> list[int]:
     if len(set(dims)) != len(dims):
         raise SmtVerifyError("--pixels lists an index twice", field="--pixels")
     return dims
-
-
-def _fresh_examples_folder(folder: str, force: bool) -> None:
-    """A search's examples are its own: a folder holding a previous run's is refused, or cleared
-    with --force (retrain.npz would otherwise gather both runs)."""
-    from .export import clear_examples, holds_examples
-
-    if holds_examples(folder):
-        if not force:
-            raise SmtVerifyError("holds a previous run's examples: --force clears them, or choose another --out",
-                                 file=folder, field="--out")
-        clear_examples(folder)

@@ -71,6 +71,9 @@ def search_text(record: dict[str, Any]) -> str:
              f"({record['points_per_second']:,.0f} points/s end to end, "
              f"{record['evaluation_points_per_second']:,.0f} evaluating; {len(record['grids'])} grids, "
              f"{len(record['rounds'])} rounds)"]
+    if record.get("earlier_points"):
+        lines.append(f"  resumed: {record['earlier_points']:,} of these points were evaluated by the run it went on "
+                     "from (the rates count this run's only)")
     if record["reason"]:
         lines.append(f"  {record['reason']}")
     lines.append(f"  guarantee: {record['guarantee']}")
@@ -161,3 +164,11 @@ def batch_text(summary: dict, out: str, total: int) -> str:
     lines.append(f"files in {out}/: journal.jsonl (one line per item), items.csv, summary.json, examples/"
                  + ("" if summary["items"] == total else "; --resume goes on where this stopped"))
     return "\n".join(lines)
+
+
+def interrupted_search_text(record: dict, out: str) -> str:
+    """What an interrupted search did, and where its files are."""
+    return (f"search interrupted in round {record['round']} after {record['points_evaluated_in_grid']:,} points of its "
+            f"grid; {record['examples_written']} example(s) written\n"
+            f"files in {out}/: example_NNNN.npz (+ .png, .panel.png), retrain.npz, journal.jsonl, summary.json; "
+            f"--resume goes on where this stopped")

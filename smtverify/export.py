@@ -25,7 +25,7 @@ from .manipulations import Domain
 from .panel import save_panel
 from .png import is_image, png_is_exact, png_name, save_png
 from .grid import Example
-from .search import Found
+from .search_report import Found
 
 MAX_FILES = 1000
 
@@ -71,6 +71,25 @@ def save_example(path: Path, example: Example, original: np.ndarray, domain: Dom
     return png_file, png_exact
 
 
+def read_found(path: Path) -> Found:
+    """An example file written by ExampleWriter, as the search found it (a resumed search's
+    earlier examples)."""
+    with np.load(path, allow_pickle=False) as data:
+        example = Example(data["input"], data["c"], data["changed_dims"], int(data["original_class"]),
+                          int(data["new_class"]), data["logits"], int(data["l0"]), float(data["l1"]),
+                          float(data["l2"]), float(data["linf"]), str(data["confirmed_by"]))
+        png = str(data["png"])
+        return Found(example, [int(d) for d in data["manipulated_dims"]], int(data["round"]), str(path),
+                     str(path.with_name(png)) if png else None, bool(data["png_exact"]) if png else None,
+                     bool(data["off_grid"]), str(data["layer"]) or None)
+
+
+def example_files(folder: str | Path) -> list[Path]:
+    """A search folder's example files, in the order they were found."""
+    numbered = [p for p in Path(folder).glob("example_*.npz") if p.stem.removeprefix("example_").isdigit()]
+    return sorted(numbered, key=lambda p: int(p.stem.removeprefix("example_")))
+
+
 class ExampleWriter:
     """Writes example_NNNN.npz (and a PNG for images: .png, or .picture.png when it cannot hold the
     example exactly) under `out_dir` for the first `max_files` examples (None: all), counts the rest,
@@ -102,7 +121,8 @@ class ExampleWriter:
         path = self.out_dir / f"example_{self.first_number + len(self.inputs):04d}.npz"
         found.png_file, found.png_exact = save_example(
             path, found.example, self.original, self.domain, self.panels, self.original_logits,
-            manipulated_dims=np.asarray(found.dims, np.int64))
+            manipulated_dims=np.asarray(found.dims, np.int64), round=found.round, off_grid=found.off_grid,
+            layer=found.layer or "")
         self.inputs.append(found.example.input)
         self.labels.append(found.example.original_class)
         found.input_file = str(path)
@@ -122,7 +142,7 @@ class ExampleWriter:
         writing an example and counting it."""
         path = self.out_dir / "retrain.npz"
         inputs, labels = [], []
-        for example in sorted(self.out_dir.glob("example_[0-9][0-9][0-9][0-9].npz")):
+        for example in example_files(self.out_dir):
             with np.load(example) as data:
                 inputs.append(data["input"].astype(np.float32))
                 labels.append(int(data["original_class"]))

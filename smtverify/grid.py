@@ -203,10 +203,12 @@ class GridReport:
     best_c: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))   # most promising points,
     best_margins: np.ndarray = field(default_factory=lambda: np.zeros(0))            # smallest margin first
     examples_found: int = 0      # confirmed examples, `examples` holding the first of them (at most the cap)
+    carried: int = 0             # of them, found before the checkpoint this search went on from
+    earlier_points: int = 0      # of points_evaluated, those an earlier run evaluated (resumed)
 
     @property
     def points_per_second(self) -> float:
-        return self.points_evaluated / self.search_seconds if self.search_seconds > 0 else 0.0
+        return (self.points_evaluated - self.earlier_points) / self.search_seconds if self.search_seconds > 0 else 0.0
 
     def summary(self) -> dict[str, Any]:
         return {"verdict": self.verdict.value, "label": self.label, "grid_size": self.grid_size,
@@ -324,6 +326,29 @@ def _paced(chunks: Iterator[np.ndarray], deadline: Deadline) -> Iterator[np.ndar
 
 
 @dataclass
+class GridCheckpoint:
+    """How far a grid's evaluation got, after a whole chunk: enough for a later process (a resumed
+    run) to go on from there. The points' order depends on the evaluator's chunk size, so a
+    checkpoint is used only with the same one; the grid is searched from its start otherwise."""
+
+    evaluated: int
+    found: int
+    best_c: np.ndarray
+    best_margins: np.ndarray
+    chunk: int
+
+    def as_record(self) -> dict[str, Any]:
+        return {"evaluated": self.evaluated, "found": self.found, "best_c": self.best_c.tolist(),
+                "best_margins": self.best_margins.tolist(), "chunk": self.chunk}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "GridCheckpoint":
+        best_c = np.asarray(record["best_c"], np.int32)
+        return cls(int(record["evaluated"]), int(record["found"]), best_c.reshape(len(best_c), -1),
+                   np.asarray(record["best_margins"], np.float64), int(record["chunk"]))
+
+
+@dataclass
 class _Progress:
     """How far the evaluation got, and which budget stopped it."""
 
@@ -332,14 +357,40 @@ class _Progress:
     ran_out: str = ""
     search_seconds: float = 0.0
     listener: Callable[[int, int], None] | None = None   # (points evaluated, examples found), per chunk
+    checkpoint: Callable[[GridCheckpoint], None] | None = None   # the state after each chunk
+
+
+def _skipping(chunks: Iterator[np.ndarray], count: int) -> Iterator[np.ndarray]:
+    """The chunks without their first `count` points (those a checkpoint says were evaluated)."""
+    for chunk in chunks:
+        if count >= len(chunk):
+            count -= len(chunk)
+            continue
+        yield chunk[count:]
+        count = 0
+
+
+def _resume(resume: GridCheckpoint | None, chosen: Evaluator, checker: "_Checker", best: "_Best",
+            progress: _Progress) -> int:
+    """Take up a checkpoint made with the same chunk size: its counts and most promising points.
+    Returns how many points to skip."""
+    if resume is None or resume.chunk != chosen.chunk_size or resume.evaluated > MAX_LEVEL_POINTS:
+        return 0
+    progress.evaluated, checker.found = resume.evaluated, resume.found
+    if best.keep and len(resume.best_margins):
+        best.c, best.margins = resume.best_c, resume.best_margins
+    return resume.evaluated
 
 
 def _evaluate(chosen: Evaluator, manipulation: Manipulation, label: int, checker: _Checker, best: _Best,
-              progress: _Progress, max_points: int | None, collect_all: bool, tie_tolerance: float) -> None:
-    """The grid loop: chunks nearest first, each evaluated, offered to `best` and its flagged
-    points checked, until an example (unless `collect_all`), the grid's end or a budget."""
+              progress: _Progress, max_points: int | None, collect_all: bool, tie_tolerance: float,
+              skip: int = 0) -> None:
+    """The grid loop: chunks nearest first (after the `skip` points a checkpoint covers), each
+    evaluated, offered to `best` and its flagged points checked, until an example (unless
+    `collect_all`), the grid's end or a budget."""
     start = time.perf_counter()
-    for c in _paced(grid_points(manipulation.levels, chosen.chunk_size), checker.deadline):
+    points = _skipping(grid_points(manipulation.levels, chosen.chunk_size), skip)
+    for c in _paced(points, checker.deadline):
         if max_points is not None:
             c = c[:max_points - progress.evaluated]
             if len(c) == 0:
@@ -356,6 +407,9 @@ def _evaluate(chosen: Evaluator, manipulation: Manipulation, label: int, checker
         progress.reached = _ring(c[-1])
         if progress.listener is not None:
             progress.listener(progress.evaluated, checker.found)
+        if progress.checkpoint is not None and not unchecked:
+            progress.checkpoint(GridCheckpoint(progress.evaluated, checker.found, best.c, best.margins,
+                                               chosen.chunk_size))
         if unchecked:
             progress.ran_out = "the timeout ran out while misclassified points were being confirmed"
             break
@@ -369,7 +423,8 @@ def search_grid(network: Network, manipulation: Manipulation, label: int | None 
                 evaluator: str = "auto", tie_tolerance: float = 1e-5,
                 reference: OnnxRuntimeExecutor | None = None, keep_best: int = 0,
                 on_example: Callable[[Example], None] | None = None,
-                max_examples: int | None = None, on_progress: Callable[[int, int], None] | None = None
+                max_examples: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+                resume: GridCheckpoint | None = None, on_checkpoint: Callable[[GridCheckpoint], None] | None = None
                 ) -> GridReport:
     """Evaluate the grid until the first confirmed example (or all of them with `collect_all`) or
     a budget runs out.
@@ -382,27 +437,31 @@ def search_grid(network: Network, manipulation: Manipulation, label: int | None 
     confirmed example as soon as it is found, so a caller can save it before the search ends.
     `max_seconds` covers everything, the evaluator's tables included; `max_examples` caps the
     examples kept (and handed on): later ones are only counted, so memory stays flat. `on_progress`
-    hears (points evaluated, examples found) after every chunk.
+    hears (points evaluated, examples found) after every chunk, `on_checkpoint` the state a later
+    process can go on from (`resume`: the points it covers are skipped, its counts taken up).
     """
     start = time.perf_counter()
     deadline = Deadline.after(max_seconds, start)
     reference = reference or OnnxRuntimeExecutor(network)
     label = int(reference.classify(manipulation.original)[0]) if label is None else int(label)
     checker = _Checker(network, manipulation, label, reference, on_example, max_examples, deadline)
-    best, progress, name = _Best(keep_best), _Progress(listener=on_progress), "none (no time left)"
+    best, name, skip = _Best(keep_best), "none (no time left)", 0
+    progress = _Progress(listener=on_progress, checkpoint=on_checkpoint)
     with one_blas_thread():
         try:
             deadline.check("choosing the evaluator")
             chosen = choose_evaluator(network, manipulation, evaluator, max_points, deadline)
             name = chosen.name
-            _evaluate(chosen, manipulation, label, checker, best, progress, max_points, collect_all, tie_tolerance)
+            skip = _resume(resume, chosen, checker, best, progress)
+            _evaluate(chosen, manipulation, label, checker, best, progress, max_points, collect_all, tie_tolerance,
+                      skip)
         except OutOfTime as out:
             progress.ran_out = str(out)
     verdict, reason = _verdict(checker, progress, manipulation.grid_size)
     return GridReport(verdict, checker.examples, label, manipulation.grid_size, progress.evaluated,
                       time.perf_counter() - start, progress.search_seconds, name, progress.reached,
                       checker.near_ties, checker.unconfirmed, checker.disputed, reason, best.c, best.margins,
-                      checker.found)
+                      checker.found, resume.found if skip else 0, skip)
 
 
 def _verdict(checker: _Checker, progress: _Progress, size: int) -> tuple[Verdict, str]:

@@ -99,7 +99,13 @@ class RunFolder:
         folder = cls(path)
         if folder.path.exists() and not folder.path.is_dir():
             raise SmtVerifyError("is a file, not a folder", file=folder.path, field="--out")
-        folder.path.mkdir(parents=True, exist_ok=True)
+        if not folder.path.parent.is_dir():
+            raise SmtVerifyError(f"the folder {folder.path.parent} does not exist", file=folder.path, field="--out")
+        try:
+            folder.path.mkdir(exist_ok=True)
+        except OSError as error:
+            raise SmtVerifyError(f"cannot make the run folder: {error.strerror}", file=folder.path,
+                                 field="--out") from None
         used = any(folder.path.iterdir())
         if resume:
             if not (folder.path / MANIFEST).is_file():

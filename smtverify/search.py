@@ -21,7 +21,7 @@ there, candidates back-mapped to inputs) and for lifting a safe grid to a contin
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -31,13 +31,15 @@ from .budget import Deadline
 from .errors import SmtVerifyError
 from .features import HEURISTICS, select_features
 from .grid import Example, GridReport, search_grid
-from .hidden_search import HiddenLayerSearch, HiddenReport, HiddenSettings
+from .hidden_search import HiddenLayerSearch, HiddenSettings
 from .lattice import LatticeGrid, resolve, snap_span
-from .lifting import LiftReport, lift
+from .lifting import lift
 from .manipulations import (BrightnessManipulation, ContrastManipulation, Domain, Manipulation,
                             PixelManipulation)
 from .network import Network
 from .reference import OnnxRuntimeExecutor
+from .search_memory import SearchMemory, grid_key
+from .search_report import Found, GridRecord, RoundRecord, SearchReport
 from .verdict import CONTINUOUS_GUARANTEE, GRID_GUARANTEE, HIDDEN_GRID_GUARANTEE, UNSAFE_GUARANTEE, Verdict
 from .verify import Settings as VerifySettings, Verifier
 
@@ -96,124 +98,6 @@ class SearchSettings:
 
 
 @dataclass
-class GridRecord:
-    """One grid searched: where (round, the kept point it started from), on what, and how it ended."""
-
-    round: int
-    path: int                          # index of the kept point it was searched around
-    dims: list[int]                    # features moved in this grid (pixel family)
-    grid_points: int
-    points_evaluated: int
-    verdict: Verdict
-    evaluator: str
-    seconds: float                     # setup (evaluator tables) included
-    search_seconds: float              # evaluating and checking points
-    manipulation: Manipulation = field(repr=False)   # for lifting a safe grid to a continuous verdict
-    lift: LiftReport | None = None     # how much of the continuous region it spans was proven
-
-    @property
-    def safe(self) -> bool:
-        return self.verdict == Verdict.SAFE_ON_GRID
-
-    def summary(self) -> dict[str, Any]:
-        return {"round": self.round, "path": self.path, "dims": self.dims, "grid_points": self.grid_points,
-                "points_evaluated": self.points_evaluated, "verdict": self.verdict.value, "safe": self.safe,
-                "evaluator": self.evaluator, "seconds": round(self.seconds, 4),
-                "search_seconds": round(self.search_seconds, 4), "lift": self.lift and self.lift.summary()}
-
-
-@dataclass
-class RoundRecord:
-    round: int
-    features: int                      # features moved after this round (per path)
-    grids: int
-    points_evaluated: int
-    examples: int
-    best_margin: float | None          # smallest margin of the points kept for the next round
-
-    def summary(self) -> dict[str, Any]:
-        return {"round": self.round, "features": self.features, "grids": self.grids,
-                "points_evaluated": self.points_evaluated, "examples": self.examples,
-                "best_margin": self.best_margin}
-
-
-@dataclass
-class Found:
-    """A confirmed adversarial example, its distances measured from the original input."""
-
-    example: Example                   # c indexes `dims`
-    dims: list[int]                    # the features the manipulation moved, in c's order
-    round: int
-    input_file: str | None = None     # the npz ExampleWriter wrote: the example, exactly
-    png_file: str | None = None       # its PNG (images), the example itself only when png_exact
-    png_exact: bool | None = None     # the PNG, read back, is exactly the example's input
-    off_grid: bool = False             # found by the verifier between grid points (lifting): c is empty
-    layer: str | None = None           # found at this hidden layer: dims and c index its values
-
-    def summary(self) -> dict[str, Any]:
-        return {"input_file": self.input_file, "png_file": self.png_file, "png_exact": self.png_exact,
-                "round": self.round, "dims": self.dims, "off_grid": self.off_grid,
-                "layer": self.layer,
-                **self.example.summary()}
-
-
-@dataclass
-class SearchReport:
-    """How a DLV search ended, how far it got and how fast."""
-
-    verdict: Verdict
-    label: int
-    grid_points: int                   # points of the grids searched
-    points_evaluated: int
-    seconds: float
-    examples: list[Found]
-    rounds: list[RoundRecord]
-    grids: list[GridRecord]
-    rejected: int = 0                  # grid examples that failed the final confirmation (expected 0)
-    reason: str = ""
-    guarantee: str = ""                # what the verdict guarantees, and what it does not
-    hidden: list[HiddenReport] = field(default_factory=list)   # per hidden-layer grid: region, refinement, candidates
-    examples_found: int = 0            # confirmed examples; `examples` holds the first max_examples of them
-    grid: LatticeGrid | None = None    # the lattice and span the pixel grids used (None: not a pixel search)
-
-    @property
-    def examples_not_kept(self) -> int:
-        """Examples found beyond the cap on examples kept: counted, not reported (nor saved)."""
-        return self.examples_found - len(self.examples)
-
-    @property
-    def cells(self) -> tuple[int, int] | None:
-        """(cells proven, cells) of the continuous regions of the grids lifted; None if none was."""
-        lifted = [g.lift for g in self.grids if g.lift is not None]
-        return (sum(r.proven for r in lifted), sum(r.cells for r in lifted)) if lifted else None
-
-    @property
-    def points_per_second(self) -> float:
-        """End to end: feature selection, evaluator setup and confirmation included."""
-        return self.points_evaluated / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def evaluation_points_per_second(self) -> float:
-        """Grid evaluation alone (enumeration, evaluator, checks), the figure the grid engine is tuned for."""
-        seconds = sum(g.search_seconds for g in self.grids)
-        return self.points_evaluated / seconds if seconds > 0 else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        return {"verdict": self.verdict.value, "label": self.label, "grid_points": self.grid_points,
-                "points_evaluated": self.points_evaluated, "seconds": round(self.seconds, 4),
-                "points_per_second": round(self.points_per_second, 1),
-                "evaluation_points_per_second": round(self.evaluation_points_per_second, 1), "reason": self.reason,
-                "guarantee": self.guarantee, "cells": self.cells and dict(zip(("proven", "total"), self.cells)),
-                "layer": self.hidden[0].layer if self.hidden else None,
-                "hidden_candidates": sum(h.candidates for h in self.hidden),
-                "spurious": sum(h.spurious for h in self.hidden), "hidden": [h.summary() for h in self.hidden],
-                "rejected": self.rejected, "examples_found": self.examples_found,
-                **(self.grid.summary() if self.grid else {}),
-                "examples_not_kept": self.examples_not_kept, "examples": [f.summary() for f in self.examples],
-                "rounds": [r.summary() for r in self.rounds], "grids": [g.summary() for g in self.grids]}
-
-
-@dataclass
 class _Path:
     """A point a round keeps: an input on the grid of `dims`, reached by the integer vector `c`."""
 
@@ -227,7 +111,8 @@ class _Run:
     """One search: the network, its onnxruntime session, the budgets left and what was found."""
 
     def __init__(self, network: Network, x: np.ndarray, label: int | None, settings: SearchSettings,
-                 on_found: Callable[[Found], None] | None, on_progress: GridListener | None = None) -> None:
+                 on_found: Callable[[Found], None] | None, on_progress: GridListener | None = None,
+                 memory: SearchMemory | None = None) -> None:
         self.start = time.perf_counter()          # the timeout covers the session's start-up too
         self.deadline = Deadline.after(settings.timeout, self.start)
         settings.check(network)
@@ -241,7 +126,8 @@ class _Run:
             raise SmtVerifyError(f"label {self.label} is not a class of a network with {network.n_outputs} outputs",
                                  field="label")
         self.grids: list[GridRecord] = []
-        self.found: list[Found] = []
+        self.memory = memory           # a resumed run's grids and examples; journals this one's
+        self.found: list[Found] = list(memory.earlier) if memory else []
         self.not_kept = 0              # examples beyond settings.max_examples: counted only
         self.rejected = 0
         self.stopped = ""              # why a budget stopped the search
@@ -265,12 +151,20 @@ class _Run:
 
         if self.hidden is not None:          # the input grid's region, searched at the hidden layer
             return self._hidden(manipulation, dims, round_, path, left_points)
+        key = grid_key(round_, path, manipulation, dims)
+        earlier = self.memory and self.memory.finished(key)
+        if earlier:
+            return self._note(earlier, manipulation, dims, round_, path)
         listen = None if self.on_progress is None else \
             (lambda done, _found: self.on_progress(round_, done, manipulation.grid_size, len(self.found)))
         report = search_grid(self.network, manipulation, self.label, collect_all=s.collect_all,
                              max_points=left_points, max_seconds=None if s.timeout is None else self.deadline.left(),
                              evaluator=s.evaluator, reference=self.reference, keep_best=keep, on_example=accept,
-                             max_examples=left_examples, on_progress=listen)
+                             max_examples=left_examples, on_progress=listen,
+                             resume=self.memory and self.memory.checkpoint(key),
+                             on_checkpoint=self.memory and self.memory.saver(key))
+        if self.memory:
+            self.memory.record(key, report)
         return self._note(report, manipulation, dims, round_, path)
 
     def _hidden(self, manipulation: Manipulation, dims: list[int], round_: int, path: int,
@@ -289,10 +183,11 @@ class _Run:
               path: int) -> GridReport:
         """Record a grid searched; a budget or an undecided grid stops the search."""
         self.grids.append(GridRecord(round_, path, dims, report.grid_size, report.points_evaluated, report.verdict,
-                                     report.evaluator, report.seconds, report.search_seconds, manipulation))
+                                     report.evaluator, report.seconds, report.search_seconds, manipulation,
+                                     earlier_points=report.earlier_points))
         if report.verdict == Verdict.UNKNOWN and not self.stopped:
             self.stopped = report.reason
-        self.not_kept += report.examples_found - len(report.examples)
+        self.not_kept += report.examples_found - report.carried - len(report.examples)
         return report
 
     def _accept(self, example: Example, base: _Path, dims: list[int], round_: int, layer: str | None = None) -> None:
@@ -382,8 +277,8 @@ def _whole_input(settings: SearchSettings, x: np.ndarray) -> Manipulation:
 
 def dlv_search(network: Network, x: np.ndarray, label: int | None = None, settings: SearchSettings | None = None,
                dims: list[int] | np.ndarray | None = None,
-               on_found: Callable[[Found], None] | None = None, on_progress: GridListener | None = None
-               ) -> SearchReport:
+               on_found: Callable[[Found], None] | None = None, on_progress: GridListener | None = None,
+               memory: SearchMemory | None = None) -> SearchReport:
     """DLV's rounds on the input `x` (the network's layout) of class `label` (default: onnxruntime's).
 
     `dims` gives the first round's features (flat C-order indices); otherwise the heuristic picks
@@ -392,10 +287,12 @@ def dlv_search(network: Network, x: np.ndarray, label: int | None = None, settin
     confirmed example at once (an `export.ExampleWriter.write`, say), the first
     `settings.max_examples` of them; later ones are only counted (`examples_found`). Every phase
     stops at `settings.timeout`: a grid it cuts short is recorded with the points it evaluated.
-    `on_progress` hears (round, points done, grid size, examples found) as each grid goes.
+    `on_progress` hears (round, points done, grid size, examples found) as each grid goes. With
+    `memory` (a run folder's, search_memory.py) the search goes on from where an earlier run of
+    the same search stopped, and journals its own grids.
     """
     settings = settings or SearchSettings()
-    run = _Run(network, x, label, settings, on_found, on_progress)
+    run = _Run(network, x, label, settings, on_found, on_progress, memory)
     start_path = _Path(run.original, [], [], np.inf)
     if settings.family != "pixel":
         report = run.search(_whole_input(settings, run.original), [], start_path, 1, 0)

@@ -13,6 +13,7 @@ import numpy as np
 from smtverify import resources
 from smtverify.batch import BatchRun, Certifier
 from smtverify.cli import main
+from smtverify.inputs import read_image_folder
 from smtverify.onnx_import import load_onnx
 from smtverify.reference import OnnxRuntimeExecutor
 from smtverify.run_folder import RunFolder
@@ -101,3 +102,60 @@ def test_a_resumed_run_counts_its_journal(tmp_path):
     assert len(again.finished) == 6 and again.summary.items == 6
     new = list(again.items(time.perf_counter() + 60))
     assert [(i.eps, i.index) for i in new] == [(0.02, k) for k in range(6)]
+
+
+def test_search_mode_counts_grid_safe_images_and_saves_each_confirmed_example(tmp_path, capsys):
+    """--span: DLV's grid search per image. A falsified item's saved example is misclassified by
+    onnxruntime and lies on the grid (every moved pixel by a multiple of the span)."""
+    folder = tmp_path / "run"
+    assert main(["batch", "digits_mlp", "--span", "0.3", "--steps", "2", "--features", "6", "--limit", "12",
+                 "--out", str(folder), "--item-timeout", "10", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    row = record["per_eps"][0]
+    assert record["mode"] == "search" and record["size"] == "span" and row["eps"] == 0.3
+    assert sum(row[o] for o in ("verified", "falsified", "unknown", "misclassified")) == 12
+    falsified = [i for i in _journal(folder) if i["outcome"] == "falsified"]
+    assert falsified and all(i["verdict"] == "UNSAFE" for i in falsified)
+    assert all(i["verdict"] == "SAFE_ON_GRID" for i in _journal(folder) if i["outcome"] == "verified")
+    executor = OnnxRuntimeExecutor(load_onnx(resources.model_path("digits_mlp")))
+    for item in falsified:
+        with np.load(folder / item["example_file"]) as saved:
+            x, original = saved["input"], saved["original"]
+            assert executor.classify(x[None])[0] == item["counterexample_class"] != item["label"]
+            moved = (x - original).reshape(-1)
+            steps = moved[moved != 0] / np.float32(0.3)
+            assert np.allclose(steps, np.round(steps), atol=1e-5) or np.any(np.isin(x, (0.0, 1.0)))
+    assert json.loads((folder / "run.json").read_text())["search"]["steps"] == 2
+
+
+def test_a_folder_of_pngs_is_read_with_its_labels_in_each_of_three_ways(tmp_path, capsys):
+    """labels.csv, a subfolder per class and LABEL_ names give the same images and labels, and a
+    batch over the folder sees the accuracy onnxruntime gives on those images."""
+    from smtverify.png import save_png
+
+    images = resources.test_images("mnist_cnn")
+    x, y = images.images[:6], images.labels[:6]
+    named, by_class, listed = tmp_path / "named", tmp_path / "by_class", tmp_path / "listed"
+    for folder in (named, by_class, listed):
+        folder.mkdir()
+    rows = []
+    for i, (image, label) in enumerate(zip(x, y)):
+        save_png(image, named / f"{label}_{i:03d}.png")
+        (by_class / str(label)).mkdir(exist_ok=True)
+        save_png(image, by_class / str(label) / f"img{i:03d}.png")
+        save_png(image, listed / f"img{i:03d}.png")
+        rows.append(f"img{i:03d}.png,{label}")
+    (listed / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
+    network = load_onnx(resources.model_path("mnist_cnn"))
+    for folder in (named, listed):
+        inputs, labels = read_image_folder(folder, network)
+        assert np.array_equal(inputs, x) and labels.tolist() == y.tolist()     # 8-bit images: exact
+    inputs, labels = read_image_folder(by_class, network)
+    assert sorted(labels.tolist()) == sorted(y.tolist()) and len(inputs) == 6
+    assert main(["batch", "mnist_cnn", "--images", str(named), "--eps", "0.001", "--out", str(tmp_path / "run"),
+                 "--json"]) == 0
+    truth = OnnxRuntimeExecutor(network).classify(x)
+    assert json.loads(capsys.readouterr().out)["clean_accuracy"] == float(np.mean(truth == y))
+    (named / "unlabelled.png").write_bytes((named / f"{y[0]}_000.png").read_bytes())
+    assert main(["batch", "mnist_cnn", "--images", str(named), "--eps", "0.001", "--out", str(tmp_path / "r2")]) == 2
+    assert "unlabelled.png" in capsys.readouterr().err

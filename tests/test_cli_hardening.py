@@ -3,6 +3,7 @@ unexpected exception inside a decision never ends a run silently, and a closed s
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -152,9 +153,9 @@ def test_bench_records_an_internal_error_and_goes_on(instance, tmp_path, capsys,
 
     monkeypatch.setattr(Verifier, "verify", fails_once)
     rows = [["onnx", "vnnlib", "timeout_s", "expected"], [model.name, prop.name, 10, "sat"], [model.name, prop.name, 10, "sat"]]
-    out = tmp_path / "results.csv"
+    out = tmp_path / "run"
     assert main(["bench", write_csv(tmp_path / "instances.csv", rows), "--out", str(out)]) == 0
-    results = list(csv.DictReader(open(out)))
+    results = list(csv.DictReader(open(out / "results.csv")))
     assert [r["verdict"] for r in results] == ["error", "sat"]
     assert "RuntimeError" in results[0]["detail"]
 
@@ -171,7 +172,7 @@ def test_bench_records_an_internal_error_and_goes_on(instance, tmp_path, capsys,
 ])
 def test_bench_rejects_a_bad_instances_csv_before_any_work(instance, tmp_path, capsys, rows, field):
     path = write_csv(tmp_path / "instances.csv", rows)
-    assert main(["bench", path]) == EXIT_ERROR
+    assert main(["bench", path, "--out", str(tmp_path / "run")]) == EXIT_ERROR
     one_error_line(capsys, field)
 
 
@@ -197,14 +198,21 @@ def test_interrupted_bench_keeps_the_rows_it_wrote(tmp_path):
     rows = [["onnx", "vnnlib", "timeout_s", "expected"],
             [acas / "onnx/ACASXU_run2a_1_1_batch_2000.onnx", acas / "vnnlib/prop_1.vnnlib", 60, "unsat"],
             [acas / "onnx/ACASXU_run2a_3_3_batch_2000.onnx", acas / "vnnlib/prop_2.vnnlib", 60, "unsat"]]
-    out = tmp_path / "results.csv"
-    child = subprocess.Popen([sys.executable, "-m", "smtverify.cli", "bench", write_csv(tmp_path / "i.csv", rows),
-                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    folder = tmp_path / "run"
+    out = folder / "results.csv"
+    command = [sys.executable, "-m", "smtverify.cli", "bench", write_csv(tmp_path / "i.csv", rows), "--out", str(folder)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not out.is_file() or len(out.read_text().splitlines()) < 2):
         time.sleep(0.1)
     time.sleep(1.0)                                   # well into the second instance
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
-    assert child.returncode == 130 and b"Traceback" not in err
+    assert child.returncode == 130 and b"Traceback" not in err and b"--resume" in err
     assert [r["verdict"] for r in csv.DictReader(open(out))] == ["unsat"]
+    assert json.loads((folder / "summary.json").read_text())["complete"] is False
+    done = subprocess.run(command + ["--resume", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "[1/2]" not in done.stderr and "[2/2]" in done.stderr       # the first instance is not decided again
+    assert [r["verdict"] for r in csv.DictReader(open(out))] == ["unsat", "unsat"]
+    assert json.loads(done.stdout)["unsat"] == 2

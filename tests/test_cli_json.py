@@ -39,7 +39,7 @@ COMMANDS = {
     "info": lambda f: ["info", "digits_cnn"],
     "eval": lambda f: ["eval", "digits_cnn", f["digit"]],
     "vnnlib": lambda f: ["vnnlib", f["onnx"], f["prop"], "--timeout", "20"],
-    "bench": lambda f: ["bench", f["csv"], "--out", str(f["tmp"] / "results.csv")],
+    "bench": lambda f: ["bench", f["csv"], "--out", str(f["tmp"] / "bench-run")],
     "certify": lambda f: ["certify", "digits_cnn", "--input", f["digit"], "--label", f["label"], "--eps", "0.01"],
     "encode": lambda f: ["encode", f["onnx"], f["prop"], "-o", str(f["tmp"] / "query.smt2"), "--lp-seconds", "0"],
     "search": lambda f: ["search", "digits_cnn", "--input", f["digit"], "--label", f["label"], "--span", "0.1",
@@ -85,11 +85,11 @@ def test_vnnlib_json_on_a_bad_property_is_still_one_object(files, capsys):
 
 
 def test_bench_saves_each_counterexample_beside_its_result(files, capsys):
-    out = files["tmp"] / "results.csv"
-    assert main(["bench", files["csv"], "--out", str(out)]) == 0
-    row = next(csv.DictReader(open(out)))
-    saved = files["tmp"] / row["counterexample"]
-    assert row["verdict"] == "sat" and saved.suffix == ".counterexample" and saved.parent == out.parent
+    folder = files["tmp"] / "bench-run"
+    assert main(["bench", files["csv"], "--out", str(folder)]) == 0
+    row = next(csv.DictReader(open(folder / "results.csv")))
+    saved = folder / row["counterexample"]
+    assert row["verdict"] == "sat" and saved.suffix == ".counterexample" and saved.is_file()
     lines = saved.read_text().splitlines()
     assert lines[0] == "sat" and lines[1] == "(" and lines[-1] == ")"
     values = {name: float(value) for name, value in (line.strip("()").split() for line in lines[2:-1])}

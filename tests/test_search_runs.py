@@ -2,11 +2,23 @@
 retrain.npz always holds exactly the examples on disk."""
 from __future__ import annotations
 
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
+import pytest
 
 from smtverify import resources
 from smtverify.cli import main
-from smtverify.export import ExampleWriter
+from smtverify.export import ExampleWriter, example_files
+from smtverify.onnx_import import load_onnx
+from smtverify.run_folder import RunFolder
+from smtverify.search import SearchSettings, dlv_search
+from smtverify.search_memory import SearchMemory
 
 
 def _search(tmp_path, *extra: str) -> list[str]:
@@ -38,3 +50,86 @@ def test_retrain_holds_the_examples_on_disk_even_if_one_was_not_counted(tmp_path
     writer.close()
     with np.load(tmp_path / "retrain.npz") as retrain:
         assert retrain["inputs"].shape == (1,) + x.shape and retrain["labels"].tolist() == [3]
+
+
+# ----- resuming a search ------------------------------------------------------------------------
+def _digit(tmp_path) -> tuple[str, int]:
+    images = resources.test_images("digits_mlp")
+    np.save(tmp_path / "digit.npy", images.images[0])
+    return str(tmp_path / "digit.npy"), int(images.labels[0])
+
+
+def _all_examples(tmp_path, out: str, *extra: str) -> list[str]:
+    """A search whose one grid holds hundreds of examples, all collected: long enough to interrupt."""
+    digit, label = _digit(tmp_path)
+    return [sys.executable, "-m", "smtverify.cli", "search", "digits_mlp", "--input", digit, "--label", str(label),
+            "--span", "0.3", "--steps", "2", "--features", "10", "--all", "--max-files", "300",
+            "--out", str(tmp_path / out), *extra]
+
+
+def _inputs(folder) -> list[np.ndarray]:
+    return [np.load(path)["input"] for path in example_files(folder)]
+
+
+def _journal(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "journal.jsonl").read_text().splitlines()]
+
+
+def test_an_interrupted_search_resumes_where_it_stopped_and_ends_as_one_uninterrupted_run(tmp_path):
+    """SIGINT mid-grid: exit 130 with a summary, the examples kept; --resume goes on from the last
+    checkpoint (the points before it are not evaluated again) and the folder ends holding exactly
+    the examples, in the same order, of a run that was never interrupted."""
+    whole = subprocess.run(_all_examples(tmp_path, "whole"), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    command = _all_examples(tmp_path, "cut")
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = tmp_path / "cut" / "journal.jsonl"
+    while child.poll() is None and not (journal.exists() and '"checkpoint"' in journal.read_text()
+                                        and journal.read_text().count('"example"') >= 20):
+        time.sleep(0.02)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130 and "--resume" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["complete"] is False
+    kept = _journal(tmp_path / "cut")
+    resumed = subprocess.run(command + ["--resume", "--json"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    record = json.loads(resumed.stdout)
+    last = [r for r in kept if r["kind"] == "checkpoint"][-1]
+    assert record["earlier_points"] == last["evaluated"] > 0
+    assert record["points_evaluated"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["points_evaluated"]
+    expected, got = _inputs(tmp_path / "whole"), _inputs(tmp_path / "cut")
+    assert len(got) == len(expected) == 300 and all(np.array_equal(a, b) for a, b in zip(expected, got))
+    with np.load(tmp_path / "cut" / "retrain.npz") as retrain:
+        assert len(retrain["inputs"]) == 300
+
+
+def test_a_resumed_multi_round_search_replays_finished_grids(tmp_path):
+    """The library: a search cut short by its point budget in round 2, then resumed from its journal,
+    reports what one uninterrupted search reports; round 1's grid is taken from the journal."""
+    network = load_onnx(resources.model_path("digits_mlp"))
+    images = resources.test_images("digits_mlp")
+    x, label = images.images[4], int(images.labels[4])
+    settings = SearchSettings(span=0.2, steps=2, features=4, rounds=5, heuristic="gradient", timeout=None)
+    whole = dlv_search(network, x, label, settings)
+    assert len(whole.grids) >= 3 and whole.grids[1].safe
+    budget = whole.grids[0].points_evaluated + whole.grids[1].points_evaluated // 2
+    folder = RunFolder(tmp_path)
+    first = dlv_search(network, x, label, dataclasses.replace(settings, max_points=budget),
+                       memory=SearchMemory(folder.journal, [], every=0.0))
+    assert first.points_evaluated == budget and first.verdict.value == "UNKNOWN"
+    again = dlv_search(network, x, label, settings, memory=SearchMemory(folder.journal, [], every=0.0))
+    assert again.verdict == whole.verdict and again.points_evaluated == whole.points_evaluated
+    assert [g.dims for g in again.grids] == [g.dims for g in whole.grids]
+    assert again.earlier_points == budget and again.grids[0].search_seconds == 0.0
+    assert [f.example.input.tobytes() for f in again.examples] == [f.example.input.tobytes() for f in whole.examples]
+
+
+def test_resuming_with_other_options_is_refused_naming_what_differs(tmp_path, capsys):
+    assert main(_search(tmp_path)) == 0
+    assert main(_search(tmp_path, "--resume")) == 0          # the same search: nothing left to do
+    changed = [a if a != "0.25" else "0.3" for a in _search(tmp_path, "--resume")]
+    assert main(changed) == 2 and "settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ended:                       # one or the other
+        main(_search(tmp_path, "--resume", "--force"))
+    assert ended.value.code == 2

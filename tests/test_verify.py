@@ -314,7 +314,7 @@ def test_vnnlib_and_bench_commands(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0] == "sat"
     lines = (tmp_path / "result.txt").read_text().split("\n")
     assert lines[0] == "sat" and any(line.startswith("(X_0 ") for line in lines)
-    assert main(["bench", str(SHARED / "smoke/instances.csv"), "--out", str(tmp_path / "r.csv"), "--json"]) == 0
+    assert main(["bench", str(SHARED / "smoke/instances.csv"), "--out", str(tmp_path / "run"), "--json"]) == 0
     record = __import__("json").loads(capsys.readouterr().out)
     assert record["solved"] == 5 and record["wrong"] == 0
-    assert len((tmp_path / "r.csv").read_text().strip().splitlines()) == 6
+    assert len((tmp_path / "run" / "results.csv").read_text().strip().splitlines()) == 6
