@@ -195,3 +195,22 @@ def test_the_command_line_does_not_import_matplotlib():
     """Only drawing a report's plots pays for it."""
     code = "import sys, smtverify.cli, smtverify.report; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@needs_shared
+def test_a_bench_report_puts_a_wrong_answer_first_and_draws_the_cactus_plot(tmp_path, capsys):
+    """The smoke suite with one expected verdict flipped: a wrong answer, in red, at the top."""
+    smoke = SHARED / "smoke"
+    rows = (smoke / "instances.csv").read_text().splitlines()
+    flipped = [row if "test_sat" not in row else row.replace(",sat", ",unsat") for row in rows[1:]]
+    csv = tmp_path / "instances.csv"
+    csv.write_text("\n".join([rows[0]] + [",".join(str(smoke / c) if i < 2 else c for i, c in enumerate(r.split(",")))
+                                         for r in flipped]) + "\n")
+    assert main(["bench", str(csv), "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert '<div class="banner unsafe" id="verdict"><div class="verdict">1 WRONG</div>' in page
+    first_row = page.split("<h2>Instances</h2>")[1].split("<tbody><tr>")[1]
+    assert "test_sat.onnx" in first_row and "WRONG" in first_row and "counterexample" in first_row
+    assert all(f"{name}.vnnlib" in page for name in ("test_nano", "test_tiny", "test_small", "test_prop"))
+    images = inline_pngs(page)
+    assert len(images) == (1 if plots.available() else 0)
