@@ -20,7 +20,9 @@ import numpy as np
 
 from .cli_args import EXIT_ERROR, attached_negative_values, build_parser
 from .cli_batch import batch_command
-from .cli_common import check_within_domain, check_writable, domain, emit, time_left
+from .cli_common import check_within_domain, check_writable, domain, emit, time_left, write_run_report
+from .cli_export import export_command
+from .cli_report import report_command
 from .cli_search import search_command
 from .cli_text import certify_text, demo_text, eval_batch_text, info_text, models_text, result_details
 from .errors import SmtVerifyError
@@ -150,6 +152,7 @@ def _vnnlib(args: argparse.Namespace) -> int:
     from .progress_display import certification_progress, wanted
 
     check_writable(args.out, "--out")
+    check_writable(args.report, "--report")
     instance = Instance(Path(args.model), Path(args.property), args.timeout, None)
     with certification_progress(wanted(args.quiet)) as listener:
         result, failure = decide(instance, time_left(args), progress=listener)
@@ -164,6 +167,8 @@ def _vnnlib(args: argparse.Namespace) -> int:
     word = result.verdict.vnncomp
     if args.out:      # first, so that a reader who stops after the first line loses nothing
         confirm.write_vnncomp_result(args.out, word, result.counterexample)
+    if args.report:
+        _write_record_report(args.report, "vnnlib", _vnnlib_record(args, result))
     if args.json:
         print(json.dumps(_vnnlib_record(args, result)))
     else:
@@ -184,6 +189,13 @@ def _vnnlib_record(args: argparse.Namespace, result) -> dict[str, Any]:
     return record
 
 
+def _write_record_report(path: str, command: str, record: dict[str, Any]) -> None:
+    """--report: the decision's HTML page, drawn from its record."""
+    from .report import write_record_report
+
+    write_record_report(path, command, {**record, "report": path})
+
+
 def _report_failure(failure, debug: bool) -> None:
     """One line on stderr; an internal error's traceback before it with --debug."""
     if not failure.internal:
@@ -196,33 +208,65 @@ def _report_failure(failure, debug: bool) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import read_instances, run
+    """Every instance in a run folder: journalled as it goes, resumable, summarised at the end or
+    on an interrupt (which keeps every row and exits 130)."""
+    from .bench import RESULTS, read_instances, run
+    from .progress_display import bench_progress, wanted
+    from .run_folder import RunFolder, sha256_of_file
 
-    check_writable(args.out, "--out")
     instances = read_instances(args.instances)
+    identity = {"instances": str(args.instances), "instances_sha256": sha256_of_file(args.instances),
+                "timeout_scale": args.timeout_scale}
+    folder = RunFolder.prepare(args.out, "bench", identity, args.resume, args.force, (RESULTS, "*.counterexample"))
 
-    def report(outcome, index: int) -> None:
+    verdicts: Counter = Counter()
+
+    def report(outcome, index: int, listener) -> None:
+        """A line per instance (a log, unless --quiet); at a terminal, a bar with the counts too."""
+        verdicts[outcome.verdict] += 1
         flag = "   <-- WRONG ANSWER" if outcome.wrong else ""
-        print(f"[{index + 1}/{len(instances)}] {outcome.instance.onnx.name} {outcome.instance.vnnlib.name}: "
-              f"{outcome.verdict} (expected {outcome.instance.expected or '?'}) {outcome.seconds:.2f}s{flag}",
-              file=sys.stderr)
+        line = (f"[{index + 1}/{len(instances)}] {outcome.instance.onnx.name} {outcome.instance.vnnlib.name}: "
+                f"{outcome.verdict} (expected {outcome.instance.expected or '?'}) {outcome.seconds:.2f}s{flag}")
+        if listener is not None:
+            listener(line, verdicts)
+        elif not args.quiet:
+            print(line, file=sys.stderr)
         if outcome.failure is not None:
             _report_failure(outcome.failure, args.debug)
 
-    outcomes = list(run(instances, args.timeout_scale, args.out, report=report))
+    outcomes = []
+    try:
+        with bench_progress(wanted(args.quiet), len(instances)) as listener:
+            for outcome in run(instances, args.timeout_scale, folder, report=lambda o, i: report(o, i, listener)):
+                outcomes.append(outcome)
+    except KeyboardInterrupt:
+        record, text = _bench_summary(outcomes, len(instances), args.out)
+        folder.write_summary(record, complete=False)
+        write_run_report(folder, args.debug)
+        print(text, file=sys.stderr)
+        raise
+    record, text = _bench_summary(outcomes, len(instances), args.out)
+    folder.write_summary(record, complete=True)
+    write_run_report(folder, args.debug)
+    emit(args, record, text)
+    return 1 if record["wrong"] else 0
+
+
+def _bench_summary(outcomes: list, total: int, out: str) -> tuple[dict[str, Any], str]:
     wrong = [o for o in outcomes if o.wrong]
-    total = sum(o.seconds for o in outcomes)
+    seconds = sum(o.seconds for o in outcomes)
     words = Counter(o.verdict for o in outcomes)
-    record = {"instances": len(outcomes), "solved": words["sat"] + words["unsat"], "wrong": len(wrong),
-              "total_seconds": round(total, 3), "sat": words["sat"], "unsat": words["unsat"],
-              "timeout": words["timeout"], "unknown": words["unknown"], "error": words["error"]}
+    record = {"instances": len(outcomes), "of": total, "solved": words["sat"] + words["unsat"], "wrong": len(wrong),
+              "total_seconds": round(seconds, 3), "sat": words["sat"], "unsat": words["unsat"],
+              "timeout": words["timeout"], "unknown": words["unknown"], "error": words["error"], "out": out}
     text = (f"solved {record['solved']}/{len(outcomes)} (sat {record['sat']}, unsat {record['unsat']}), "
             f"timeout {record['timeout']}, unknown {record['unknown']}, error {record['error']}, "
-            f"wrong {len(wrong)}, total {total:.1f} s")
+            f"wrong {len(wrong)}, total {seconds:.1f} s")
     for o in wrong:
         text += f"\n!!! WRONG ANSWER: {o.instance.onnx} {o.instance.vnnlib}: said {o.verdict}, expected {o.instance.expected}"
-    emit(args, record, text)
-    return 1 if wrong else 0
+    text += f"\nfiles in {out}/: results.csv, journal.jsonl, counterexamples, summary.json" + \
+        (f"; {total - len(outcomes)} instances left, --resume goes on" if len(outcomes) < total else "")
+    return record, text
 
 
 def _certify(args: argparse.Namespace) -> int:
@@ -233,6 +277,7 @@ def _certify(args: argparse.Namespace) -> int:
 
     low, high = domain(args.domain)
     check_writable(args.out, "--out")
+    check_writable(args.report, "--report")
     network = load_onnx(args.model)
     x = read_input(args.input, network)
     check_within_domain(x, (low, high), args.input)
@@ -248,6 +293,8 @@ def _certify(args: argparse.Namespace) -> int:
         if args.out:
             np.save(args.out, cex.input.reshape(network.input_shape))
             record["counterexample"]["file"] = args.out
+    if args.report:
+        _write_record_report(args.report, "certify", record)
     emit(args, record, certify_text(record))
     return 0
 
@@ -291,7 +338,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": _models, "info": _info, "eval": _eval, "vnnlib": _vnnlib, "bench": _bench, "certify": _certify,
-    "encode": _encode, "search": search_command, "demo": _demo, "batch": batch_command}
+    "encode": _encode, "search": search_command, "demo": _demo, "batch": batch_command,
+    "export": export_command, "report": report_command}
 
 
 if __name__ == "__main__":

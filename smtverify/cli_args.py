@@ -9,6 +9,8 @@ import re
 from typing import Callable, NoReturn
 
 from . import __version__
+from .cli_export import add_export_parser
+from .cli_report import add_report_parser
 from .errors import SmtVerifyError
 from .resources import resolve_model
 
@@ -78,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     common.add_argument("--quiet", action="store_true",
-                        help="no progress on stderr (it is shown only when stderr is a terminal anyway)")
+                        help="no progress on stderr (it is shown only when stderr is a terminal anyway), "
+                        "nor bench's line per instance")
     parser = Parser(prog="smtverify", description="Safety verification of neural-network "
                                                   "classification decisions (DLV method, Z3).")
     parser.add_argument("--version", action="version", version=f"smtverify {__version__}")
@@ -94,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_certify(command)
     _add_batch(command)
     _add_search(command)
+    add_export_parser(command)
+    add_report_parser(command)
     demo = command("demo", "the main job on the bundled MNIST CNN: find an adversarial example, prove a smaller "
                    "region safe on the grid, certify an L-infinity ball", "smtverify demo --out smtverify-demo")
     demo.add_argument("--out", default="smtverify-demo", help="folder for the files (default ./smtverify-demo)")
@@ -127,12 +132,19 @@ def _add_competition(command: Command) -> None:
     vnnlib.add_argument("property", help="VNN-LIB file")
     vnnlib.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds (default 60)")
     vnnlib.add_argument("--out", help="write a result file in the competition's format")
+    vnnlib.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report of the decision: "
+                        "verdict, guarantee, box, counterexample")
     bench = command("bench", "run every instance of an instances.csv and compare with expected verdicts",
-                    "smtverify bench instances.csv --timeout-scale 0.5 --out results.csv")
+                    "smtverify bench instances.csv --timeout-scale 0.5 --out bench-run")
     bench.add_argument("instances", help="instances.csv (onnx,vnnlib,timeout_s[,expected]; paths relative to it)")
     bench.add_argument("--timeout-scale", type=POSITIVE, default=1.0, help="multiply every timeout (default 1)")
-    bench.add_argument("--out", help="results csv, written as each instance finishes; each counterexample goes "
-                       "beside it in the competition's format")
+    bench.add_argument("--out", default="smtverify-bench", help="run folder: results.csv and journal.jsonl (a row as "
+                       "each instance finishes), each counterexample in the competition's format, run.json, "
+                       "summary.json, report.html (default ./smtverify-bench); a folder holding files is refused "
+                       "without --resume or --force")
+    again = bench.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="go on with the run in --out, skipping finished instances")
+    again.add_argument("--force", action="store_true", help="start over in a non-empty --out (its run's files cleared)")
     encode = command("encode", "write a VNN-LIB query as self-contained SMT-LIB2 (sat = counterexample)",
                      "smtverify encode net.onnx prop.vnnlib -o query.smt2 --lp-seconds 10")
     encode.add_argument("model", type=_model, help=MODEL_HELP)
@@ -188,6 +200,8 @@ def _add_certify(command: Command) -> None:
     certify.add_argument("--timeout", type=POSITIVE, default=60.0,
                          help="seconds for the whole command, reading the model included (default 60)")
     certify.add_argument("--out", help="save a counterexample (npy) here")
+    certify.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report of the decision: "
+                         "verdict, guarantee, smallest proven margin, counterexample")
 
 
 def _add_search(command: Command) -> None:
@@ -232,7 +246,11 @@ def _add_search(command: Command) -> None:
     search.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")
     search.add_argument("--levels", type=int, help="pixel grids on the lattice k/N so PNGs hold examples exactly: N "
                         "levels (255: 8-bit), 0 none (default: 255 when every input value is k/255, else none)")
-    search.add_argument("--out", default="smtverify-search", help="folder for the examples (default ./smtverify-search); "
-                        "one holding a previous run's examples is refused without --force")
-    search.add_argument("--force", action="store_true",
-                        help="clear a previous run's examples from --out first (else they would mix with this run's)")
+    search.add_argument("--out", default="smtverify-search", help="run folder: examples (npz, PNG, panel) as found, "
+                        "retrain.npz, run.json, journal.jsonl, summary.json, report.html (default ./smtverify-search); "
+                        "a folder holding files is refused without --resume or --force")
+    again = search.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="go on with the interrupted search in --out (same "
+                       "options): finished grids are not searched again, the grid in progress goes on from its "
+                       "last checkpoint")
+    again.add_argument("--force", action="store_true", help="start over in a non-empty --out (its run's files cleared)")

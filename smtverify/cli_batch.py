@@ -39,11 +39,11 @@ def batch_command(args: argparse.Namespace) -> int:
                 pass
     except KeyboardInterrupt:
         record = write_outputs(folder, run, about, complete=False)
-        write_run_report(folder)
+        write_run_report(folder, args.debug)
         print(batch_text(record, args.out, run.total), file=sys.stderr)
         raise
     record = write_outputs(folder, run, about, complete=len(run.finished) == run.total)
-    write_run_report(folder)
+    write_run_report(folder, args.debug)
     emit(args, record, batch_text(record, args.out, run.total))
     return 0
 

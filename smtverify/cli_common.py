@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,15 @@ def check_within_domain(x: np.ndarray, bounds: tuple[float, float], input_path: 
                              field="--domain")
 
 
-def write_run_report(folder) -> None:
-    """A run folder's HTML report, when the report module is there to draw it."""
+def write_run_report(folder, debug: bool = False) -> None:
+    """The run folder's HTML report. The run's results are complete without it, so a failure to
+    draw it is one warning line (the traceback with --debug), not the end of the command."""
+    from .report import write_report
+
     try:
-        from .report import write_report
-    except ImportError:
-        return
-    write_report(folder.path)
+        write_report(folder.path)
+    except Exception as error:
+        if debug:
+            raise
+        print(f"smtverify: warning: the report could not be drawn ({type(error).__name__}: {error}); the run's "
+              f"files are complete, and `smtverify report {folder.path}` tries again", file=sys.stderr)

@@ -52,6 +52,7 @@ def search_command(args: argparse.Namespace) -> int:
                               lift=args.prove_cells, lift_timeout=args.lift_timeout, lift_cells=args.lift_cells,
                               layer=args.layer, hidden=args.layer and HiddenSettings(
                                   args.layer, args.hidden_features, args.steps, args.candidates))
+    settings.check(network)              # before the folder is touched
     if spans:
         return _minimal(args, network, x, settings, dims, spans)
     folder = _run_folder(args, network, x, settings, dims)
@@ -72,14 +73,14 @@ def search_command(args: argparse.Namespace) -> int:
         record = {"model": network.path, "input": args.input, "verdict": "INTERRUPTED", **seen.as_dict(),
                   **writer.summary()}
         folder.write_summary(record, complete=False)
-        write_run_report(folder)
+        write_run_report(folder, args.debug)
         print(interrupted_search_text(record, args.out), file=sys.stderr)
         raise
     record = {"model": network.path, "input": args.input, **report.summary(), **writer.summary(),
               "examples_not_written": report.examples_found - writer.written - len(memory.earlier), "out": args.out,
               "resumed": bool(args.resume)}
     folder.write_summary(record, complete=True)
-    write_run_report(folder)
+    write_run_report(folder, args.debug)
     emit(args, record, search_text(record))
     return 0
 
@@ -131,7 +132,7 @@ def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: l
         report = minimal_search(network, x, dims, spans, args.steps, args.label, settings, on_found=writer.write)
     record = {"model": network.path, "input": args.input, **report.summary(), "out": args.out}
     folder.write_summary(record, complete=True)
-    write_run_report(folder)
+    write_run_report(folder, args.debug)
     emit(args, record, minimal_text(record))
     return 0
 

@@ -1,6 +1,7 @@
 """Progress on stderr for people at a terminal (tqdm): for a certification, a bar of the time used
 against the timeout, with the phase, what is open and what is proven; for a grid search, the
-points of each round's grid, their rate and the time left, and the examples found. None when stderr is not a terminal or the user
+points of each round's grid, their rate and the time left, and the examples found; for batch and
+bench, the items done and their outcome counts. None when stderr is not a terminal or the user
 asked for quiet, so logs and pipes stay clean; stdout is never touched."""
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import io
 import os
 import sys
 from contextlib import contextmanager
+from collections import Counter
 from typing import IO, Callable, ContextManager, Iterator
 
 from .batch import OUTCOMES, BatchSummary, Item
@@ -114,10 +116,25 @@ def batch_progress(enabled: bool, total: int, done: int = 0, stream: IO[str] | N
     """A listener drawing a batch's items done out of `total` and its outcome counts so far."""
     def listener_of(lazy: _LazyBar) -> Callable[[Item, BatchSummary], None]:
         def show(item: Item, summary: BatchSummary) -> None:
-            bar = lazy.open(total=total, initial=done, unit="item", desc="certifying")
+            bar = lazy.open(total=total, initial=done, unit="item",
+                            desc="certifying" if summary.mode == "certify" else "searching")
             counts = summary.per_eps.get(item.eps, {})
             bar.set_postfix_str(f"eps {item.eps:g}: " + ", ".join(f"{counts.get(o, 0)} {o}" for o in OUTCOMES),
                                 refresh=False)
+            bar.update(1)
+        return show
+    return _drawing(enabled, stream, listener_of)
+
+
+def bench_progress(enabled: bool, total: int, stream: IO[str] | None = None
+                   ) -> ContextManager[Callable[[str, Counter], None] | None]:
+    """A listener drawing a bench run's instances done out of `total` and its verdict counts."""
+    def listener_of(lazy: _LazyBar) -> Callable[[str, Counter], None]:
+        def show(line: str, verdicts: Counter) -> None:
+            bar = lazy.open(total=total, unit="instance", desc="bench")
+            bar.write(line, file=lazy.stream)
+            bar.set_postfix_str(", ".join(f"{verdicts[w]} {w}" for w in ("sat", "unsat", "timeout", "unknown", "error")
+                                          if verdicts[w]), refresh=False)
             bar.update(1)
         return show
     return _drawing(enabled, stream, listener_of)

@@ -68,7 +68,8 @@ def test_certify_shows_the_smallest_proven_margin(digit, capsys):
 
 def test_minimal_needs_no_span_and_says_so_in_words_when_no_span_has_an_example(digit, tmp_path, capsys):
     x, label = digit
-    search = ["search", "digits_cnn", "--input", x, "--label", label, "--steps", "1", "--out", str(tmp_path / "out")]
+    search = ["search", "digits_cnn", "--input", x, "--label", label, "--steps", "1", "--out", str(tmp_path / "out"),
+              "--force"]
     assert main(search + ["--pixels", "10,20", "--minimal", "0.001,0.002"]) == 0
     text = capsys.readouterr().out
     assert "None" not in text and "no adversarial example at any span of [0.001, 0.002]" in text

@@ -46,6 +46,8 @@ COMMANDS = {
                          "--steps", "1", "--out", str(f["tmp"] / "search")],
     "demo": lambda f: ["demo", "--out", str(f["tmp"] / "demo")],
     "batch": lambda f: ["batch", "digits_mlp", "--eps", "0.01", "--limit", "3", "--out", str(f["tmp"] / "batch")],
+    "export": lambda f: ["export", str(f["tmp"]), "--format", "json"],       # not a run folder: an error object
+    "report": lambda f: ["report", str(f["tmp"])],
 }
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from smtverify import resources
+from tests.conftest import SHARED, needs_shared
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 
@@ -54,3 +55,13 @@ def test_no_progress_when_piped_or_quiet(tmp_path):
     assert piped.stdout.startswith("SAFE") and "certifying" not in piped.stderr
     stdout, shown = _run_with_terminal_stderr(_certify_command(tmp_path, "--quiet"))
     assert stdout.startswith("SAFE") and "certifying" not in shown
+
+
+@needs_shared
+def test_bench_shows_instances_and_verdict_counts_at_a_terminal(tmp_path):
+    smoke = SHARED / "smoke" / "instances.csv"
+    command = [sys.executable, "-m", "smtverify.cli", "bench", str(smoke), "--out", str(tmp_path / "run")]
+    stdout, shown = _run_with_terminal_stderr(command)
+    assert stdout.startswith("solved 5/5") and "[5/5]" in shown and "bench" in shown and "unsat" in shown
+    quiet = subprocess.run(command + ["--quiet", "--force"], capture_output=True, text=True, timeout=120)
+    assert quiet.stdout.startswith("solved 5/5") and quiet.stderr == ""

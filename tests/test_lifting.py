@@ -88,7 +88,7 @@ def test_cli_prove_cells(bump, tmp_path, capsys):
     network, x = bump
     np.save(tmp_path / "x.npy", x)
     args = ["search", network.path, "--input", str(tmp_path / "x.npy"), "--label", "0", "--pixels", "0",
-            "--steps", "1", "--prove-cells", "--json", "--out", str(tmp_path / "out")]
+            "--steps", "1", "--prove-cells", "--json", "--out", str(tmp_path / "out"), "--force"]
     assert main(args + ["--span", "0.05"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["verdict"] == "SAFE" and record["cells"] == {"proven": 1, "total": 1}

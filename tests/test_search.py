@@ -154,7 +154,7 @@ def test_cli_search_json_deterministic_and_files_readable(tmp_path, mnist_npy, c
 
 
 def test_cli_search_pixels_brightness_and_budget(tmp_path, mnist_npy, capsys):
-    base = ["search", MNIST, "--input", mnist_npy, "--label", "0", "--json", "--out", str(tmp_path)]
+    base = ["search", MNIST, "--input", mnist_npy, "--label", "0", "--json", "--out", str(tmp_path / "run"), "--force"]
     assert main(base + ["--pixels", "300,301,302", "--span", "0.05", "--steps", "2"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["verdict"] == "SAFE_ON_GRID" and record["grid_points"] == record["points_evaluated"]
