@@ -11,8 +11,6 @@ from .cli_common import domain, emit, number_list, time_left, write_run_report
 from .cli_text import interrupted_search_text, minimal_text, search_text
 from .errors import SmtVerifyError
 
-EXAMPLE_FILES = ("example_*", "original*.png", "retrain.npz")    # a forced run clears these too
-
 
 def search_command(args: argparse.Namespace) -> int:
     from .export import ExampleWriter, example_files
@@ -103,15 +101,9 @@ class _Seen:
 
 
 def _run_folder(args: argparse.Namespace, network, x: np.ndarray, settings, dims: list[int] | None):
-    """The search's run folder: a new one, a forced one (its run's files cleared) or the one it resumes
-    (the same model, input, label and settings)."""
-    from .run_folder import RunFolder, sha256_of_array, sha256_of_file
+    from .search_memory import search_folder
 
-    recorded = {k: v for k, v in vars(settings).items() if k not in ("timeout", "lift_timeout", "hidden")}
-    recorded["hidden"] = settings.hidden and vars(settings.hidden)
-    identity = {"model": network.path, "model_sha256": sha256_of_file(network.path), "input": args.input,
-                "input_sha256": sha256_of_array(x), "label": args.label, "pixels": dims, "settings": recorded}
-    return RunFolder.prepare(args.out, "search", identity, args.resume, args.force, EXAMPLE_FILES)
+    return search_folder(args.out, network, x, args.label, settings, dims, args.input, args.resume, args.force)
 
 
 def _minimal(args: argparse.Namespace, network, x: np.ndarray, settings, dims: list[int] | None,

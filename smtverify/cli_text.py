@@ -129,8 +129,8 @@ def demo_text(s: dict[str, Any]) -> str:
                      f"{prove['cells']['total']} cells proven by the certification engine")
     lines.append(f"4. L-infinity ball eps={cert['eps']} around the image: {cert['verdict']} "
                  f"in {cert['seconds']:.2f} s (continuous region, bounds and Z3)")
-    lines += ["", f"files in {s['out']}/ (npz + png per example, retrain.npz, summary.json); "
-              f"{s['seconds']:.1f} s in all"]
+    lines += ["", f"files in {s['out']}/: adversarial/ and safe/ (examples as npz, PNG and panel, retrain.npz, "
+              f"report.html), certify.html, summary.json; {s['seconds']:.1f} s in all"]
     return "\n".join(lines)
 
 

@@ -4,7 +4,9 @@
 2. DLV's rounds with the gradient heuristic find an adversarial example of a bundled image.
 3. The same first features, moved by smaller steps, are proven safe on their whole grid.
 4. An L-infinity ball around the image is certified SAFE on the continuous region (bounds and Z3).
-Files (examples as npz, PNG and a panel for people, retrain.npz, summary.json) go to the output folder.
+Files go to the output folder: each search in its run folder (adversarial/, safe/: examples as npz,
+PNG and a panel for people, retrain.npz, run.json, summary.json, report.html), certify.html, and
+summary.json of the whole demo.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from . import resources
-from .export import ExampleWriter, clear_examples
+from .export import ExampleWriter
 from .network import Network
 from .onnx_import import load_onnx
 from .reference import OnnxRuntimeExecutor
+from .report import write_record_report, write_report
 from .search import SearchReport, SearchSettings, dlv_search
+from .search_memory import search_folder
 from .verify import Settings, Verifier, robustness_property
 
 MODEL, IMAGE = "mnist_cnn", 0
@@ -52,22 +56,33 @@ def run_demo(out_dir: str | Path = "smtverify-demo") -> dict[str, Any]:
     network = load_onnx(resources.model_path(MODEL))
     data = resources.test_images(MODEL)
     x, label = data.images[IMAGE], int(data.labels[IMAGE])
-    for folder in ("adversarial", "safe"):     # the demo's folders hold this run's files alone
-        clear_examples(out / folder)
-    with ExampleWriter(out / "adversarial", x, panels=True, original_logits=network.logits(x)[0]) as writer:
-        found = dlv_search(network, x, label, FIND, on_found=writer.write)
+    out.mkdir(parents=True, exist_ok=True)
+    image = f"bundled {MODEL} test image {IMAGE}"
+    found = _search(out / "adversarial", network, x, label, FIND, None, image, panels=True)
     first = [g.dims for g in found.grids if g.round == 1][0]
-    with ExampleWriter(out / "safe", x) as writer:
-        proved = dlv_search(network, x, label, PROVE, dims=first, on_found=writer.write)
+    proved = _search(out / "safe", network, x, label, PROVE, first, image, panels=False)
     certified = Verifier(network, Settings(timeout=30)).verify(robustness_property(network, x, label, EPS))
+    certify = {"model": network.path, "input": image, "label": label, "eps": EPS, **certified.summary(),
+               "min_margin": certified.min_margin}
+    write_record_report(out / "certify.html", "certify", certify)
     summary = {
         "model": MODEL, "image": IMAGE, "label": label, "models": models,
         "find": {"settings": _settings(FIND, found), **found.summary()},
         "prove": {"settings": _settings(PROVE, proved), **proved.summary()},
-        "certify": {"eps": EPS, **certified.summary()},
-        "out": str(out), "seconds": round(time.perf_counter() - start, 3)}
+        "certify": certify, "out": str(out), "seconds": round(time.perf_counter() - start, 3)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _search(folder: Path, network: Network, x: np.ndarray, label: int, settings: SearchSettings,
+            dims: list[int] | None, image: str, panels: bool) -> SearchReport:
+    """One of the demo's searches in its own run folder (this run's files alone), with its report."""
+    run = search_folder(folder, network, x, label, settings, dims, image, force=True)
+    with ExampleWriter(folder, x, panels=panels, original_logits=network.logits(x)[0]) as writer:
+        report = dlv_search(network, x, label, settings, dims=dims, on_found=writer.write)
+    run.write_summary({"model": network.path, "input": image, **report.summary(), **writer.summary()}, complete=True)
+    write_report(folder)
+    return report
 
 
 def _settings(settings: SearchSettings, report: SearchReport) -> dict[str, Any]:

@@ -30,24 +30,6 @@ from .search_report import Found
 MAX_FILES = 1000
 
 
-def clear_examples(folder: str | Path) -> int:
-    """Remove a previous run's example files (npz, PNGs, panels, retrain.npz) from `folder`, so a
-    new run's files and retrain.npz are its own. Returns how many files went."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return 0
-    stale = [p for pattern in ("example_*", "original*.png", "retrain.npz") for p in folder.glob(pattern)]
-    for path in stale:
-        path.unlink()
-    return len(stale)
-
-
-def holds_examples(folder: str | Path) -> bool:
-    """Whether `folder` holds a previous run's example files."""
-    folder = Path(folder)
-    return folder.is_dir() and any(folder.glob("example_*.npz"))
-
-
 def save_example(path: Path, example: Example, original: np.ndarray, domain: Domain = (0.0, 1.0),
                  panel: bool = False, original_logits: np.ndarray | None = None,
                  **extra: Any) -> tuple[str | None, bool | None]:

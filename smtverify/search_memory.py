@@ -24,7 +24,7 @@ import numpy as np
 from .export import read_found
 from .grid import GridCheckpoint, GridReport
 from .manipulations import Manipulation, PixelManipulation
-from .run_folder import Journal
+from .run_folder import Journal, RunFolder, sha256_of_array, sha256_of_file
 from .search_report import Found
 from .verdict import Verdict
 
@@ -104,3 +104,17 @@ def _examples_before_last_state(records: list[dict]) -> int:
         elif kind in ("checkpoint", "grid"):
             kept = written
     return kept
+
+
+SEARCH_FILES = ("example_*", "original*.png", "retrain.npz")    # a forced search clears these too
+
+
+def search_folder(path: str | Path, network, x: np.ndarray, label: int | None, settings, dims: list[int] | None,
+                  input_name: str, resume: bool = False, force: bool = False) -> RunFolder:
+    """A search's run folder: a new one, a forced one (its run's files cleared) or the one it resumes,
+    which must be of the same model, input, label and settings (the timeouts may differ)."""
+    recorded = {k: v for k, v in vars(settings).items() if k not in ("timeout", "lift_timeout", "hidden")}
+    recorded["hidden"] = settings.hidden and vars(settings.hidden)
+    identity = {"model": network.path, "model_sha256": sha256_of_file(network.path), "input": input_name,
+                "input_sha256": sha256_of_array(x), "label": label, "pixels": dims, "settings": recorded}
+    return RunFolder.prepare(path, "search", identity, resume, force, SEARCH_FILES)
