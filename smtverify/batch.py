@@ -132,6 +132,7 @@ class BatchSummary:
         return {"mode": self.mode, "size": "eps" if self.mode == "certify" else "span", "images": self.images,
                 "clean_accuracy": self.clean_correct / self.images if self.images else 0.0,
                 "items": self.items, "seconds": round(self.seconds, 3),
+                "seconds_per_item": round(self.seconds / self.items, 3) if self.items else 0.0,
                 "per_eps": [{"eps": eps, **{o: counts[o] for o in OUTCOMES},
                              "verified_accuracy": self.verified_accuracy(eps),
                              "per_class": {str(c): {o: n[o] for o in OUTCOMES}

@@ -155,7 +155,8 @@ def eval_batch_text(classes: list[int], labels, shown: int = 20) -> str:
 def batch_text(summary: dict, out: str, total: int) -> str:
     """A batch run's figures: clean accuracy, then per eps (or span) the outcomes and verified accuracy."""
     size, safe = ("eps", "verified") if summary.get("mode", "certify") == "certify" else ("span", "grid-safe")
-    lines = [f"{summary['items']} of {total} items done in {summary['seconds']:.1f} s; {summary['images']} images, "
+    lines = [f"{summary['items']} of {total} items done in {summary['seconds']:.1f} s "
+             f"({summary['seconds_per_item']:.2f} s an item); {summary['images']} images, "
              f"clean accuracy {summary['clean_accuracy']:.2%}",
              f"{size:>8} {safe:>9} {'falsified':>10} {'unknown':>8} {'misclass.':>10} {safe + ' acc.':>14}"]
     for row in summary["per_eps"]:
