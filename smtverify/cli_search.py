@@ -56,7 +56,7 @@ def search_command(args: argparse.Namespace) -> int:
     folder = _run_folder(args, network, x, settings, dims)
     memory = SearchMemory(folder.journal, example_files(folder.path))
     writer = ExampleWriter(args.out, x, bounds, args.max_files, panels=True, original_logits=network.logits(x)[0],
-                           first_number=len(memory.earlier))
+                           first_number=memory.kept)
     seen = _Seen()
 
     def found(example) -> None:
@@ -75,7 +75,7 @@ def search_command(args: argparse.Namespace) -> int:
         print(interrupted_search_text(record, args.out), file=sys.stderr)
         raise
     record = {"model": network.path, "input": args.input, **report.summary(), **writer.summary(),
-              "examples_not_written": report.examples_found - writer.written - len(memory.earlier), "out": args.out,
+              "examples_not_written": report.examples_found - writer.written - memory.kept, "out": args.out,
               "resumed": bool(args.resume)}
     folder.write_summary(record, complete=True)
     write_run_report(folder, args.debug)

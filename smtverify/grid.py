@@ -336,16 +336,17 @@ class GridCheckpoint:
     best_c: np.ndarray
     best_margins: np.ndarray
     chunk: int
+    evaluator: str = ""          # whose chunks: a resumed search asks for the same evaluator
 
     def as_record(self) -> dict[str, Any]:
         return {"evaluated": self.evaluated, "found": self.found, "best_c": self.best_c.tolist(),
-                "best_margins": self.best_margins.tolist(), "chunk": self.chunk}
+                "best_margins": self.best_margins.tolist(), "chunk": self.chunk, "evaluator": self.evaluator}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "GridCheckpoint":
         best_c = np.asarray(record["best_c"], np.int32)
         return cls(int(record["evaluated"]), int(record["found"]), best_c.reshape(len(best_c), -1),
-                   np.asarray(record["best_margins"], np.float64), int(record["chunk"]))
+                   np.asarray(record["best_margins"], np.float64), int(record["chunk"]), record.get("evaluator", ""))
 
 
 @dataclass
@@ -409,7 +410,7 @@ def _evaluate(chosen: Evaluator, manipulation: Manipulation, label: int, checker
             progress.listener(progress.evaluated, checker.found)
         if progress.checkpoint is not None and not unchecked:
             progress.checkpoint(GridCheckpoint(progress.evaluated, checker.found, best.c, best.margins,
-                                               chosen.chunk_size))
+                                               chosen.chunk_size, chosen.name))
         if unchecked:
             progress.ran_out = "the timeout ran out while misclassified points were being confirmed"
             break

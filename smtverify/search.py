@@ -127,7 +127,7 @@ class _Run:
                                  field="label")
         self.grids: list[GridRecord] = []
         self.memory = memory           # a resumed run's grids and examples; journals this one's
-        self.found: list[Found] = list(memory.earlier) if memory else []
+        self.found: list[Found] = []
         self.not_kept = 0              # examples beyond settings.max_examples: counted only
         self.rejected = 0
         self.stopped = ""              # why a budget stopped the search
@@ -152,16 +152,21 @@ class _Run:
         if self.hidden is not None:          # the input grid's region, searched at the hidden layer
             return self._hidden(manipulation, dims, round_, path, left_points)
         key = grid_key(round_, path, manipulation, dims)
-        earlier = self.memory and self.memory.finished(key)
-        if earlier:
-            return self._note(earlier, manipulation, dims, round_, path)
+        resume, evaluator = None, s.evaluator
+        if self.memory:                      # a resumed run takes up what the earlier one did here
+            self.found += self.memory.examples_of(key)
+            earlier = self.memory.finished(key)
+            if earlier:
+                return self._note(earlier, manipulation, dims, round_, path)
+            resume = self.memory.checkpoint(key)
+            evaluator = self.memory.evaluator(key) if s.evaluator == "auto" and resume else s.evaluator
+            left_examples = None if s.max_examples is None else max(0, s.max_examples - len(self.found))
         listen = None if self.on_progress is None else \
             (lambda done, _found: self.on_progress(round_, done, manipulation.grid_size, len(self.found)))
         report = search_grid(self.network, manipulation, self.label, collect_all=s.collect_all,
                              max_points=left_points, max_seconds=None if s.timeout is None else self.deadline.left(),
-                             evaluator=s.evaluator, reference=self.reference, keep_best=keep, on_example=accept,
-                             max_examples=left_examples, on_progress=listen,
-                             resume=self.memory and self.memory.checkpoint(key),
+                             evaluator=evaluator or "auto", reference=self.reference, keep_best=keep,
+                             on_example=accept, max_examples=left_examples, on_progress=listen, resume=resume,
                              on_checkpoint=self.memory and self.memory.saver(key))
         if self.memory:
             self.memory.record(key, report)
@@ -193,6 +198,8 @@ class _Run:
     def _accept(self, example: Example, base: _Path, dims: list[int], round_: int, layer: str | None = None) -> None:
         """Confirm a grid example once more, from scratch (float32 inside the domain exactly, onnxruntime),
         and re-measure it from the original input along the whole path."""
+        if self.memory and self.memory.is_known(example.input):
+            return                     # a grid searched again from its start: the earlier run wrote this one
         lo, hi = self.settings.domain
         confirmed = confirm.confirm_misclassification(self.network, example.input, self.label, lo, hi)
         if confirmed is None or not np.array_equal(confirmed.input.reshape(self.original.shape), example.input):

@@ -8,10 +8,10 @@ grid (round, path, family, span, features):
 - checkpoints of the grid in progress ("checkpoint", every few seconds): points evaluated,
   examples found and the most promising points so far, so a resumed run skips those points.
 Examples found before the interruption are the example files on disk (written whole as found,
-each then journalled). Those journalled before the last checkpoint or finished grid are the
-resumed run's first examples; later ones lie beyond the point the resumed run goes on from, so
-their files are removed (a "rewind" record says so) and the resumed run finds and writes them
-again, under the same numbers.
+each then journalled). Those journalled before a checkpoint or end of their grid are taken up by
+the resumed run when it reaches that grid; later ones lie beyond the point the resumed run goes
+on from, so their files are removed (a "rewind" record says so) and the resumed run finds and
+writes them again, under the same numbers.
 """
 from __future__ import annotations
 
@@ -46,18 +46,31 @@ class SearchMemory:
         records = journal.records()
         self.grids = {r["key"]: r for r in records if r.get("kind") == "grid"}
         self.checkpoints = {r["key"]: r for r in records if r.get("kind") == "checkpoint"}
-        kept = _examples_before_last_state(records)
-        for path in example_files[kept:]:
+        owners = _example_owners(records)
+        for path in example_files[len(owners):]:
             for stale in path.parent.glob(f"{path.stem}.*"):
                 stale.unlink()
-        if len(example_files) > kept:
-            journal.append("rewind", {"examples": kept})
-        self.earlier: list[Found] = [read_found(path) for path in example_files[:kept]]
-        self.saved_at = 0.0
+        if len(example_files) > len(owners):
+            journal.append("rewind", {"examples": len(owners)})
+        self.kept = min(len(owners), len(example_files))
+        self.by_grid: dict[str, list[Found]] = {}
+        for key, path in zip(owners, example_files):
+            self.by_grid.setdefault(key, []).append(read_found(path))
+        self.known = {f.example.input.tobytes() for found in self.by_grid.values() for f in found}
+
+    def examples_of(self, key: str) -> list[Found]:
+        """The examples the earlier run found in this grid (before its last checkpoint): the resumed
+        run takes them up when it reaches the grid, so its rounds end where an uninterrupted run's do."""
+        return self.by_grid.get(key, [])
+
+    def is_known(self, x: np.ndarray) -> bool:
+        """Whether the earlier run wrote this very point: a grid searched again from its start (its
+        checkpoint unusable) finds it again, and must not write it twice."""
+        return np.asarray(x, np.float32).tobytes() in self.known
 
     def finished(self, key: str) -> GridReport | None:
         """A grid the earlier run searched to its end, as a report without its examples (those are
-        among `earlier`)."""
+        `examples_of(key)`)."""
         record = self.grids.get(key)
         if record is None:
             return None
@@ -72,12 +85,20 @@ class SearchMemory:
         record = self.checkpoints.get(key)
         return None if record is None else GridCheckpoint.from_record(record)
 
+    def evaluator(self, key: str) -> str | None:
+        """The evaluator the checkpoint of a grid in progress was made with: the points' order is its."""
+        record = self.checkpoints.get(key)
+        return None if record is None else record.get("evaluator") or None
+
     def saver(self, key: str) -> Callable[[GridCheckpoint], None]:
-        """Journals the grid's state at most every few seconds (a line is small, a second of work is not)."""
+        """Journals the grid's state after its first chunk, then at most every few seconds (a line
+        is small, a second of work is not)."""
+        saved_at = [None]
+
         def save(state: GridCheckpoint) -> None:
             now = time.monotonic()
-            if now - self.saved_at >= self.every:
-                self.saved_at = now
+            if saved_at[0] is None or now - saved_at[0] >= self.every:
+                saved_at[0] = now
                 self.journal.append("checkpoint", {"key": key, **state.as_record()})
         return save
 
@@ -91,22 +112,25 @@ class SearchMemory:
                                      "reached": list(report.reached), "reason": report.reason, **state.as_record()})
 
 
-def _examples_before_last_state(records: list[dict]) -> int:
-    """How many examples were written before the last checkpoint or finished grid (after a rewind,
-    counting from the number it kept)."""
-    written, kept = 0, 0
+def _example_owners(records: list[dict]) -> list[str]:
+    """The grid of each example written before its grid's last checkpoint or end, in the order they
+    were written (and numbered); examples written after it are not owned, and are rewound."""
+    owners: list[str] = []
+    pending = 0
     for record in records:
         kind = record.get("kind")
         if kind == "example":
-            written += 1
+            pending += 1
         elif kind == "rewind":
-            written = kept = int(record["examples"])
+            del owners[int(record["examples"]):]
+            pending = 0
         elif kind in ("checkpoint", "grid"):
-            kept = written
-    return kept
+            owners += [record["key"]] * pending
+            pending = 0
+    return owners
 
 
-SEARCH_FILES = ("example_*", "original*.png", "retrain.npz")    # a forced search clears these too
+SEARCH_FILES = ("example_*", "original*.png", "retrain.npz")    # a search's own files, besides the run folder's
 
 
 def search_folder(path: str | Path, network, x: np.ndarray, label: int | None, settings, dims: list[int] | None,

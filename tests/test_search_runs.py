@@ -53,18 +53,14 @@ def test_retrain_holds_the_examples_on_disk_even_if_one_was_not_counted(tmp_path
 
 
 # ----- resuming a search ------------------------------------------------------------------------
-def _digit(tmp_path) -> tuple[str, int]:
-    images = resources.test_images("digits_mlp")
-    np.save(tmp_path / "digit.npy", images.images[0])
-    return str(tmp_path / "digit.npy"), int(images.labels[0])
-
-
 def _all_examples(tmp_path, out: str, *extra: str) -> list[str]:
-    """A search whose one grid holds hundreds of examples, all collected: long enough to interrupt."""
-    digit, label = _digit(tmp_path)
-    return [sys.executable, "-m", "smtverify.cli", "search", "digits_mlp", "--input", digit, "--label", str(label),
-            "--span", "0.3", "--steps", "2", "--features", "10", "--all", "--max-files", "300",
-            "--out", str(tmp_path / out), *extra]
+    """DLV's rounds to the round whose grid holds hundreds of examples, all collected: long enough
+    to interrupt in that round, after two rounds of safe grids."""
+    images = resources.test_images("mnist_cnn")
+    np.save(tmp_path / "digit.npy", images.images[0])
+    return [sys.executable, "-m", "smtverify.cli", "search", "mnist_cnn", "--input", str(tmp_path / "digit.npy"),
+            "--label", str(int(images.labels[0])), "--span", "0.25", "--steps", "2", "--features", "8",
+            "--heuristic", "gradient", "--rounds", "4", "--all", "--out", str(tmp_path / out), *extra]
 
 
 def _inputs(folder) -> list[np.ndarray]:
@@ -76,17 +72,20 @@ def _journal(folder) -> list[dict]:
 
 
 def test_an_interrupted_search_resumes_where_it_stopped_and_ends_as_one_uninterrupted_run(tmp_path):
-    """SIGINT mid-grid: exit 130 with a summary, the examples kept; --resume goes on from the last
-    checkpoint (the points before it are not evaluated again) and the folder ends holding exactly
-    the examples, in the same order, of a run that was never interrupted."""
-    whole = subprocess.run(_all_examples(tmp_path, "whole"), capture_output=True, text=True, timeout=300)
+    """SIGINT in round 3, after examples were written: exit 130 with a summary; --resume takes rounds
+    1 and 2 from the journal, goes on in round 3 from its last checkpoint (the points before it are
+    not evaluated again), and the folder ends holding exactly the examples, in the same order, of a
+    run that was never interrupted."""
+    whole = subprocess.run(_all_examples(tmp_path, "whole", "--json"), capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
+    expected = json.loads(whole.stdout)
+    assert len(expected["rounds"]) == 3 and expected["examples_found"] > 100
     command = _all_examples(tmp_path, "cut")
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = tmp_path / "cut" / "journal.jsonl"
-    while child.poll() is None and not (journal.exists() and '"checkpoint"' in journal.read_text()
+    while child.poll() is None and not (journal.exists() and '"checkpoint", "key": "3:' in journal.read_text()
                                         and journal.read_text().count('"example"') >= 20):
-        time.sleep(0.02)
+        time.sleep(0.01)
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130 and "--resume" in err and "Traceback" not in err
@@ -95,13 +94,17 @@ def test_an_interrupted_search_resumes_where_it_stopped_and_ends_as_one_uninterr
     resumed = subprocess.run(command + ["--resume", "--json"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     record = json.loads(resumed.stdout)
-    last = [r for r in kept if r["kind"] == "checkpoint"][-1]
-    assert record["earlier_points"] == last["evaluated"] > 0
-    assert record["points_evaluated"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["points_evaluated"]
-    expected, got = _inputs(tmp_path / "whole"), _inputs(tmp_path / "cut")
-    assert len(got) == len(expected) == 300 and all(np.array_equal(a, b) for a, b in zip(expected, got))
+    skipped = [r for r in kept if r["kind"] == "checkpoint" and r["key"].startswith("3:")][-1]["evaluated"]
+    done_before = sum(r["evaluated"] for r in kept if r["kind"] == "grid")
+    assert record["earlier_points"] == done_before + skipped > done_before
+    for key in ("verdict", "points_evaluated", "examples_found"):
+        assert record[key] == expected[key], key
+    assert [g["dims"] for g in record["grids"]] == [g["dims"] for g in expected["grids"]]
+    want, got = _inputs(tmp_path / "whole"), _inputs(tmp_path / "cut")
+    assert len(got) == len(want) == expected["examples_written"]
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
     with np.load(tmp_path / "cut" / "retrain.npz") as retrain:
-        assert len(retrain["inputs"]) == 300
+        assert len(retrain["inputs"]) == len(want)
 
 
 def test_a_resumed_multi_round_search_replays_finished_grids(tmp_path):
