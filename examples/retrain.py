@@ -1,7 +1,7 @@
 """Retraining on the counterexamples: does fine-tuning on DLV's adversarial examples make the model harder
 to fool and easier to verify?
 
-1. DLV's search over the first N bundled MNIST training images of the bundled model finds adversarial
+1. DLV's search over N bundled MNIST training images of the bundled model finds adversarial
    examples (each confirmed by onnxruntime); they are saved, labelled with their correct class, to
    OUT/retrain.npz (the layout of a search's own retrain.npz: inputs, labels).
 2. The dense head (fc1, relu, fc2) is fine-tuned in numpy on the original training images plus the
@@ -10,20 +10,24 @@ to fool and easier to verify?
    short dyadic weights are what keeps the SMT encodings fast: training sees the rounded weights
    (straight-through), the file holds them. OUT/MODEL_retrained.onnx is the original file with only the
    head's initializers replaced.
-3. On the first M held-out images (the bundled test images, never searched for training) the old and the
+3. On M held-out images (the bundled test images, never searched for training) the old and the
    new model get the same searches and the same batch certification (the `smtverify batch` command) at
    one eps. The search picks its pixels by each model's own saliency, so two rows compare them: every
    point of the grids the original model's search went through, replayed on both models by onnxruntime
    (the same grids), and each model's own search with the same settings (what an attacker would run).
    The table: clean accuracy, images with an adversarial example (of those classified correctly), mean
    L0 of the smallest example per image, verified accuracy. OUT/retrain.json holds the numbers.
+   --control adds a column: the same fine-tuning on the training images alone, to tell the effect of
+   the examples from that of more training.
+
+Both image files are sorted by class, so the N and M images are taken class by class in turn (the
+first of each class, then the second, ...): the first N alone would all be zeros.
 
 Run: python examples/retrain.py [--train-images N] [--test-images M] [--eps E] [--out DIR]
 (two to three minutes with the defaults on two cores). Fixed seeds: the examples, the new model and the
 search rows are the same every run; certification has a per-item time limit, so on a much slower or
 busier machine an item can come out unknown instead of verified. Numpy only: torch is never needed.
 """
-from __future__ import annotations
 
 import argparse
 import itertools
@@ -114,7 +118,8 @@ def held_out_search(model: Path, images: np.ndarray, labels: np.ndarray, setting
 def replay(model: Path, images: np.ndarray, labels: np.ndarray, grids: list[list[Manipulation]],
            chunk: int = 4096) -> SearchOutcome:
     """Every point of the given grids, run by onnxruntime on `model`: the images with a misclassified
-    point, and the smallest L0 (from the original image) of those points."""
+    point, and the smallest L0 (from the original image) of those points. An image the grids' model
+    misclassified has no grids: for this model it counts as correct and not attacked."""
     session = runtime_session(onnx.load(str(model)))
     predicted = session.run(None, {"input": images})[0].argmax(1)
     correct, smallest = [], []
@@ -226,39 +231,48 @@ def certify(model: Path, images: np.ndarray, labels: np.ndarray, eps: float, ite
 
 
 # ----- the run ----------------------------------------------------------------------------------
+def balanced(labels: np.ndarray) -> np.ndarray:
+    """Indices taking the classes in turn: the first image of each class, then the second, ... So any
+    prefix is (nearly) class-balanced, which the files, sorted by class, are not."""
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        rank[labels == label] = np.arange(np.sum(labels == label))
+    return np.lexsort((labels, rank))
+
+
 def format_table(rows: dict[str, dict], n_test: int, eps: float) -> str:
-    """The before/after table (Markdown, so the README can show it as printed)."""
+    """The table, a column per model (Markdown, so the README shows it as printed)."""
     def percent(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}%"
 
     def l0(x: float | None) -> str:
         return "-" if x is None else f"{x:.1f}"
 
-    b, a = rows["before"], rows["after"]
+    columns = list(rows.values())
     lines = [
-        ("", "before", "after"),
-        (f"clean accuracy, all {n_test} test images", percent(b["clean_accuracy_all_test"]),
-         percent(a["clean_accuracy_all_test"])),
-        ("clean accuracy, held-out images", percent(b["clean_accuracy"]), percent(a["clean_accuracy"])),
+        ("", *rows),
+        (f"clean accuracy, all {n_test} test images", *(percent(r["clean_accuracy_all_test"]) for r in columns)),
+        ("clean accuracy, held-out images", *(percent(r["clean_accuracy"]) for r in columns)),
         ("adversarial example on the original's search grids",
-         f"{b['adversarial_same_grids']}/{b['correct']}", f"{a['adversarial_same_grids']}/{a['correct']}"),
-        ("  mean L0 (smallest per image)", l0(b["mean_l0_same_grids"]), l0(a["mean_l0_same_grids"])),
-        ("adversarial example, the model's own search", f"{b['adversarial_own_search']}/{b['correct']}",
-         f"{a['adversarial_own_search']}/{a['correct']}"),
-        ("  mean L0 (smallest per image)", l0(b["mean_l0_own_search"]), l0(a["mean_l0_own_search"])),
-        (f"verified accuracy at eps {eps}", percent(b["verified_accuracy"]), percent(a["verified_accuracy"])),
-        ("  verified / falsified / unknown", *(f"{r['verified']}/{r['falsified']}/{r['unknown']}" for r in (b, a))),
+         *(f"{r['adversarial_same_grids']}/{r['correct']}" for r in columns)),
+        ("  mean L0 (smallest per image)", *(l0(r["mean_l0_same_grids"]) for r in columns)),
+        ("adversarial example, the model's own search", *(f"{r['adversarial_own_search']}/{r['correct']}" for r in columns)),
+        ("  mean L0 (smallest per image)", *(l0(r["mean_l0_own_search"]) for r in columns)),
+        (f"verified accuracy at eps {eps}", *(percent(r["verified_accuracy"]) for r in columns)),
+        ("  verified / falsified / unknown", *(f"{r['verified']}/{r['falsified']}/{r['unknown']}" for r in columns)),
     ]
-    width = max(len(line[0]) for line in lines)
-    text = [f"| {line[0]:{width}} | {line[1]:>8} | {line[2]:>8} |" for line in lines]
-    return "\n".join(text[:1] + [f"|{'-' * (width + 2)}|{'-' * 9}:|{'-' * 9}:|"] + text[1:])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = ["| " + " | ".join([line[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(line[1:], widths[1:])])
+            + " |" for line in lines]
+    rule = "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|"
+    return "\n".join([text[0], rule] + text[1:])
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mnist_cnn", help="a bundled model with bundled training images")
     parser.add_argument("--train-images", type=int, default=300, help="training images searched (N)")
-    parser.add_argument("--test-images", type=int, default=40, help="held-out test images compared (M)")
+    parser.add_argument("--test-images", type=int, default=30, help="held-out test images compared (M)")
     parser.add_argument("--span", type=float, default=0.5)
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--features", type=int, default=6, help="pixels per grid (a round)")
@@ -271,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="each example is repeated this often among the training images")
     parser.add_argument("--eps", type=float, default=0.04, help="L-infinity radius certified")
     parser.add_argument("--item-timeout", type=float, default=3.0, help="seconds per certification")
+    parser.add_argument("--control", action="store_true",
+                        help="also fine-tune on the training images alone (same recipe) and add its column")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("smtverify-retrain"))
     args = parser.parse_args(argv)
@@ -283,13 +299,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 1. examples on the training images
     settings = search_settings(args)
-    inputs, labels, l0 = find_examples(old, train.images[:args.train_images], train.labels[:args.train_images],
-                                       settings)
+    searched = balanced(train.labels)[:args.train_images]
+    inputs, labels, l0 = find_examples(old, train.images[searched], train.labels[searched], settings)
     np.savez(args.out / "retrain.npz", inputs=inputs, labels=labels, l0=l0)
     with np.load(args.out / "retrain.npz") as exported:
         inputs, labels = exported["inputs"], exported["labels"]
     print(f"1. search over {args.train_images} training images: {len(labels)} adversarial examples "
-          f"(mean L0 {l0.mean() if len(l0) else 0:.1f}) -> {args.out / 'retrain.npz'}", flush=True)
+          f"(mean L0 {l0.mean() if len(l0) else 0:.1f}) -> {args.out / 'retrain.npz'} "
+          f"({time.monotonic() - started:.0f} s)", flush=True)
 
     # 2. fine-tune the head on the training images plus the examples
     clean_features, example_features = frozen_features(old, train.images), frozen_features(old, inputs)
@@ -299,18 +316,25 @@ def main(argv: list[str] | None = None) -> dict:
     new_head = fine_tune(head, features, targets, args.epochs, args.lr, args.seed)
     new = args.out / f"{args.model}_retrained.onnx"
     write_model(old, new_head, new)
+    models = {"before": old}
+    if args.control:      # the same fine-tuning without the examples: is it the examples that help?
+        control = args.out / f"{args.model}_clean_finetuned.onnx"
+        write_model(old, fine_tune(head, clean_features, train.labels, args.epochs, args.lr, args.seed), control)
+        models["clean only"] = control
+    models["after"] = new
     losses = {"examples": [head_loss(head, example_features, labels)[0], head_loss(new_head, example_features, labels)[0]],
               "training_images": [head_loss(head, clean_features, train.labels)[0],
                                   head_loss(new_head, clean_features, train.labels)[0]]}
     print(f"2. fine-tuned {'/'.join(HEAD)} for {args.epochs} epochs on {len(train.labels)} training images + "
           f"{len(labels)} examples x{args.example_weight}: loss on the examples {losses['examples'][0]:.3f} -> "
-          f"{losses['examples'][1]:.3f} -> {new}", flush=True)
+          f"{losses['examples'][1]:.3f} -> {new} ({time.monotonic() - started:.0f} s)", flush=True)
 
     # 3. the same searches and certification on held-out images, old and new
-    x, y = test.images[:args.test_images], test.labels[:args.test_images]
+    held_out = balanced(test.labels)[:args.test_images]
+    x, y = test.images[held_out], test.labels[held_out]
     own_before, grids = held_out_search(old, x, y, settings)
     rows = {}
-    for name, model in (("before", old), ("after", new)):
+    for name, model in models.items():
         own = own_before if model == old else held_out_search(model, x, y, settings)[0]
         same = replay(model, x, y, grids)
         batch = certify(model, x, y, args.eps, args.item_timeout, args.out)
@@ -323,7 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
             "verified_accuracy": per_eps["verified_accuracy"],
             **{key: per_eps[key] for key in ("verified", "falsified", "unknown", "misclassified")},
         }
-        print(f"3. {name}: searched and certified {len(y)} held-out images", flush=True)
+        print(f"3. {name}: searched and certified {len(y)} held-out images ({time.monotonic() - started:.0f} s)",
+              flush=True)
     if rows["before"]["adversarial_same_grids"] != own_before.attacked():   # a search cut short by its timeout
         print("note: replaying the original model's grids found examples its search (timed out) did not")
 
@@ -333,10 +358,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(rows, len(test.labels), args.eps))
     record = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "search": asdict(settings) | {"domain": list(settings.domain)},
-              "training_examples": int(len(labels)), "losses": losses, "before": rows["before"],
-              "after": rows["after"], "seconds": round(seconds, 1), "model": str(new)}
+              "training_examples": int(len(labels)), "losses": losses, "models": {k: str(v) for k, v in models.items()},
+              **rows, "seconds": round(seconds, 1)}
     (args.out / "retrain.json").write_text(json.dumps(record, indent=1, default=str))
-    print(f"\n{seconds:.0f} s; files in {args.out}/: retrain.npz, {new.name}, retrain.json, batch_*/")
+    written = ", ".join(path.name for path in models.values() if path != old)
+    print(f"\n{seconds:.0f} s; files in {args.out}/: retrain.npz, {written}, retrain.json, batch_*/")
     return record
 
 
