@@ -20,11 +20,10 @@ import numpy as np
 
 from .grid import Example
 from .network import Network
-from .run_folder import RunFolder
+from .run_folder import EXAMPLES, ITEMS, RunFolder
 from .verdict import Verdict
 
 OUTCOMES = ("verified", "falsified", "unknown", "misclassified")
-ITEMS, EXAMPLES = "items.csv", "examples"      # the batch's own files in its run folder
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,7 @@ class Decision:
     verdict: str
     example: Example | None = None
     min_margin: float | None = None
+    manipulated_dims: list[int] | None = None     # search mode: the dimensions the example's c moves
 
 
 class Decider(Protocol):
@@ -102,8 +102,8 @@ class GridSearcher:
         report = dlv_search(self.network, x, label, settings)
         outcome = {Verdict.SAFE_ON_GRID: "verified", Verdict.SAFE: "verified", Verdict.UNSAFE: "falsified"}.get(
             report.verdict, "unknown")
-        example = report.examples[0].example if report.examples else None
-        return Decision(outcome, report.verdict.value, example)
+        found = report.examples[0] if report.examples else None
+        return Decision(outcome, report.verdict.value, found and found.example, None, found and found.dims)
 
 
 @dataclass
@@ -194,12 +194,12 @@ class BatchRun:
         decision = self.decide(self.inputs[index], label, size, timeout)
         example, saved = decision.example, None
         if example is not None and self.folder is not None:
-            saved = self._save(example, size, index)
+            saved = self._save(example, size, index, decision.manipulated_dims)
         return Item(size, index, label, predicted, decision.outcome, decision.verdict, time.perf_counter() - began,
                     decision.min_margin, example and example.new_class, saved, example and example.l0,
                     example and example.linf)
 
-    def _save(self, example: Example, size: float, index: int) -> str:
+    def _save(self, example: Example, size: float, index: int, dims: list[int] | None) -> str:
         """The counterexample's files under examples/, named by size and image."""
         from .export import save_example
 
@@ -207,7 +207,7 @@ class BatchRun:
         folder.mkdir(exist_ok=True)
         path = folder / f"{self.summary.as_dict()['size']}{size:g}_{index:05d}.npz"
         save_example(path, example, self.inputs[index], self.domain, True, self.logits[index],
-                     image_index=index, size=size)
+                     image_index=index, size=size, manipulated_dims=np.asarray(dims or [], np.int64))
         return str(path.relative_to(self.folder.path))
 
 
@@ -232,8 +232,3 @@ def images_identity(inputs: np.ndarray, labels: np.ndarray) -> str:
 
     return sha256_of_array(np.concatenate([inputs.reshape(len(inputs), -1).astype(np.float32),
                                            labels.reshape(-1, 1).astype(np.float32)], axis=1))
-
-
-def clear_patterns() -> tuple[str, ...]:
-    """A forced run's files to clear besides the run folder's own."""
-    return (ITEMS, f"{EXAMPLES}/*")

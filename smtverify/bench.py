@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 from .confirm import write_vnncomp_result
 from .errors import InputFileError, SmtVerifyError
 from .onnx_import import load_onnx
-from .run_folder import RunFolder
+from .run_folder import RESULTS, RunFolder
 from .verdict import Result, Verdict
 from .verify import Settings, Verifier
 from .verify.progress import Listener
@@ -129,7 +129,6 @@ def decide(instance: Instance, timeout: float, settings: Settings | None = None,
                              traceback=traceback.format_exc())
 
 
-RESULTS = "results.csv"      # a bench run folder's table, a row per instance as each finishes
 
 
 def run(instances: list[Instance], timeout_scale: float = 1.0, folder: RunFolder | None = None,

@@ -20,7 +20,7 @@ import numpy as np
 
 from .cli_args import EXIT_ERROR, attached_negative_values, build_parser
 from .cli_batch import batch_command
-from .cli_common import check_within_domain, check_writable, domain, emit, time_left, write_run_report
+from .cli_common import check_within_domain, check_writable, domain, emit, interrupted, time_left, write_run_report
 from .cli_export import export_command
 from .cli_report import report_command
 from .cli_search import search_command
@@ -59,17 +59,30 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_PIPE_CLOSED
     except KeyboardInterrupt:
         print("smtverify: interrupted", file=sys.stderr)
+        if args.json and not args.emitted:
+            print(json.dumps({"error": "interrupted", "exit_status": EXIT_INTERRUPTED}))
         return EXIT_INTERRUPTED
     except Exception as error:
         if args.debug:
             raise
-        named = isinstance(error, SmtVerifyError)
-        message = "error: " + str(error) if named else _internal(error)
+        named = isinstance(error, SmtVerifyError) or _is_file_problem(error)
+        message = "error: " + _file_problem(error) if _is_file_problem(error) else \
+            "error: " + str(error) if named else _internal(error)
         print(f"smtverify: {message}", file=sys.stderr)
         status = EXIT_ERROR if named else EXIT_INTERNAL
         if args.json and not args.emitted:      # a reader of stdout still gets its one object
             print(json.dumps({"error": message, "exit_status": status}))
         return status
+
+
+def _is_file_problem(error: BaseException) -> bool:
+    """An operating-system error about a named file (no permission, a folder where a file goes, a
+    full disk): the user's to fix, not a defect."""
+    return isinstance(error, OSError) and bool(getattr(error, "filename", None))
+
+
+def _file_problem(error: OSError) -> str:
+    return f"{error.filename}: {error.strerror or error}"
 
 
 def _interrupt_on_sigterm():
@@ -210,14 +223,14 @@ def _report_failure(failure, debug: bool) -> None:
 def _bench(args: argparse.Namespace) -> int:
     """Every instance in a run folder: journalled as it goes, resumable, summarised at the end or
     on an interrupt (which keeps every row and exits 130)."""
-    from .bench import RESULTS, read_instances, run
+    from .bench import read_instances, run
     from .progress_display import bench_progress, wanted
     from .run_folder import RunFolder, sha256_of_file
 
     instances = read_instances(args.instances)
     identity = {"instances": str(args.instances), "instances_sha256": sha256_of_file(args.instances),
                 "timeout_scale": args.timeout_scale}
-    folder = RunFolder.prepare(args.out, "bench", identity, args.resume, args.force, (RESULTS, "*.counterexample"))
+    folder = RunFolder.prepare(args.out, "bench", identity, args.resume, args.force)
 
     verdicts: Counter = Counter()
 
@@ -243,7 +256,7 @@ def _bench(args: argparse.Namespace) -> int:
         record, text = _bench_summary(outcomes, len(instances), args.out)
         folder.write_summary(record, complete=False)
         write_run_report(folder, args.debug)
-        print(text, file=sys.stderr)
+        interrupted(args, {**record, "complete": False}, text)
         raise
     record, text = _bench_summary(outcomes, len(instances), args.out)
     folder.write_summary(record, complete=True)
@@ -291,7 +304,8 @@ def _certify(args: argparse.Namespace) -> int:
         cex = result.counterexample
         record["counterexample"] = {"new_class": int(np.argmax(cex.output)), "linf": float(np.abs(cex.input.reshape(-1) - x.reshape(-1)).max())}
         if args.out:
-            np.save(args.out, cex.input.reshape(network.input_shape))
+            with open(args.out, "wb") as handle:        # the name as given (np.save would add .npy)
+                np.save(handle, cex.input.reshape(network.input_shape))
             record["counterexample"]["file"] = args.out
     if args.report:
         _write_record_report(args.report, "certify", record)

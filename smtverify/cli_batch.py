@@ -3,12 +3,11 @@ L-infinity balls (--eps, --eps-sweep) or searched on DLV grids (--span, --span-s
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from .cli_common import check_within_domain, domain, emit, number_list, write_run_report
+from .cli_common import check_within_domain, domain, emit, interrupted, number_list, write_run_report
 from .cli_text import batch_text
 from .errors import SmtVerifyError
 
@@ -16,7 +15,7 @@ from .errors import SmtVerifyError
 def batch_command(args: argparse.Namespace) -> int:
     """Decide every image in a run folder: journalled as it goes, resumable, summarised at the end
     or on an interrupt (which keeps everything and exits 130)."""
-    from .batch import BatchRun, clear_patterns, images_identity, write_outputs
+    from .batch import BatchRun, images_identity, write_outputs
     from .onnx_import import load_onnx
     from .progress_display import batch_progress, wanted
     from .run_folder import RunFolder, sha256_of_file
@@ -28,8 +27,9 @@ def batch_command(args: argparse.Namespace) -> int:
     decide, sizes, settings = _decider(args, network, bounds)
     identity = {"model": network.path, "model_sha256": sha256_of_file(network.path),
                 "images": args.images or "bundled", "images_sha256": images_identity(inputs, labels),
-                "mode": decide.mode, "sizes": sizes, "domain": list(bounds), "search": settings}
-    folder = RunFolder.prepare(args.out, "batch", identity, args.resume, args.force, clear_patterns())
+                "mode": decide.mode, "sizes": sizes, "domain": list(bounds), "item_timeout": args.item_timeout,
+                "search": settings}
+    folder = RunFolder.prepare(args.out, "batch", identity, args.resume, args.force)
     run = BatchRun(network, inputs, labels, sizes, decide, args.item_timeout, folder, bounds)
     size_name = "eps" if decide.mode == "certify" else "span"
     about = {"model": network.path, "dataset": args.images or "bundled test images", size_name: sizes, "out": args.out}
@@ -40,7 +40,7 @@ def batch_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         record = write_outputs(folder, run, about, complete=False)
         write_run_report(folder, args.debug)
-        print(batch_text(record, args.out, run.total), file=sys.stderr)
+        interrupted(args, {**record, "complete": False}, batch_text(record, args.out, run.total))
         raise
     record = write_outputs(folder, run, about, complete=len(run.finished) == run.total)
     write_run_report(folder, args.debug)

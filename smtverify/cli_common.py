@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,15 @@ def emit(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
     args.emitted = True
 
 
+def interrupted(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
+    """What an interrupted run did: with --json its record on stdout (still one object), else its
+    text on stderr; the run then ends with exit 130."""
+    if args.json:
+        emit(args, record, text)
+    else:
+        print(text, file=sys.stderr)
+
+
 def time_left(args: argparse.Namespace) -> float:
     """What is left of --timeout: the clock starts when the command does, so reading the model and
     the input count too, and the command as a whole ends close to its timeout."""
@@ -29,9 +39,17 @@ def time_left(args: argparse.Namespace) -> float:
 
 
 def check_writable(path: str | None, field: str) -> None:
-    """Before any work: the folder of an output file exists, so hours of work are not lost at the end."""
-    if path and not Path(path).resolve().parent.is_dir():
+    """Before any work: an output file can be written where it is asked for (its folder exists and
+    is writable, and it is not itself a folder), so hours of work are not lost at the end."""
+    if not path:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
         raise SmtVerifyError(f"the folder {Path(path).parent} does not exist", file=path, field=field)
+    if Path(path).is_dir():
+        raise SmtVerifyError("is a folder; give a file name", file=path, field=field)
+    if not os.access(folder, os.W_OK):
+        raise SmtVerifyError(f"the folder {folder} is not writable", file=path, field=field)
 
 
 def number_list(text: str, field: str, positive: bool) -> list[float]:

@@ -3,11 +3,10 @@ minimal-manipulation ladder (--minimal); examples are written into the run folde
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
-from .cli_common import domain, emit, number_list, time_left, write_run_report
+from .cli_common import domain, emit, interrupted, number_list, time_left, write_run_report
 from .cli_text import interrupted_search_text, minimal_text, search_text
 from .errors import SmtVerifyError
 
@@ -72,7 +71,7 @@ def search_command(args: argparse.Namespace) -> int:
                   **writer.summary()}
         folder.write_summary(record, complete=False)
         write_run_report(folder, args.debug)
-        print(interrupted_search_text(record, args.out), file=sys.stderr)
+        interrupted(args, {**record, "complete": False}, interrupted_search_text(record, args.out))
         raise
     record = {"model": network.path, "input": args.input, **report.summary(), **writer.summary(),
               "examples_not_written": report.examples_found - writer.written - memory.kept, "out": args.out,

@@ -15,7 +15,6 @@ so disk and memory stay bounded, and retrain.npz holds the written ones.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 from .manipulations import Domain
 from .panel import save_panel
 from .png import is_image, png_is_exact, png_name, save_png
+from .atomic import write_whole
 from .grid import Example
 from .search_report import Found
 
@@ -44,12 +44,11 @@ def save_example(path: Path, example: Example, original: np.ndarray, domain: Dom
         save_png(example.input, Path(png_file), domain)
         if panel:
             save_panel(path.with_name(f"{path.stem}.panel.png"), original, example, domain, original_logits)
-    partial = path.with_name(f"{path.stem}.partial.npz")
-    np.savez(partial, input=example.input, original=original, original_class=example.original_class,
-             new_class=example.new_class, changed_dims=example.changed_dims, c=example.c, logits=example.logits,
-             l0=example.l0, l1=example.l1, l2=example.l2, linf=example.linf, confirmed_by=example.confirmed_by,
-             png=Path(png_file).name if png_file else "", png_exact=bool(png_exact), **extra)
-    os.replace(partial, path)
+    arrays = dict(input=example.input, original=original, original_class=example.original_class,
+                  new_class=example.new_class, changed_dims=example.changed_dims, c=example.c, logits=example.logits,
+                  l0=example.l0, l1=example.l1, l2=example.l2, linf=example.linf, confirmed_by=example.confirmed_by,
+                  png=Path(png_file).name if png_file else "", png_exact=bool(png_exact), **extra)
+    write_whole(path, lambda partial: np.savez(partial, **arrays))
     return png_file, png_exact
 
 

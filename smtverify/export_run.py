@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import write_whole
 from .confirm import Counterexample, confirm, write_vnncomp_result
 from .errors import SmtVerifyError
 from .inputs import LABELS_FILE, read_input
@@ -26,7 +27,7 @@ from .network import Network
 from .onnx_import import load_onnx
 from .png import is_image, png_is_exact, save_png
 from .reference import OnnxRuntimeExecutor
-from .run_folder import JOURNAL, MANIFEST, SUMMARY, Journal, sha256_of_file, versions
+from .run_folder import EXPORT, JOURNAL, MANIFEST, SUMMARY, Journal, sha256_of_file, versions
 from .verdict import UNSAFE_GUARANTEE
 
 FORMATS = ("npz", "png", "vnncomp", "json")
@@ -260,14 +261,12 @@ def export_run(path: str | Path, fmt: str, to: str | Path | None = None, model: 
     what was written, left out (failed the re-check) and skipped (the format cannot hold it)."""
     if fmt not in FORMATS:
         raise SmtVerifyError(f"unknown format '{fmt}' (one of {', '.join(FORMATS)})", field="--format")
-    destination = Path(to) if to else Path(path) / "export" / DEFAULT_NAMES[fmt]
+    destination = Path(to) if to else Path(path) / EXPORT / DEFAULT_NAMES[fmt]
     run = open_run(path, model)
     if run.command == "bench" and fmt in ("npz", "png"):
         raise SmtVerifyError("a bench folder holds no images or classes, only the competition's counterexamples: "
                              "export it as --format vnncomp or json", file=run.path, field="--format")
-    if not run.found:
-        raise SmtVerifyError("holds no examples to export", file=run.path)
-    if not run.examples:
+    if run.found and not run.examples:
         raise SmtVerifyError(f"none of its {run.found} examples passed the re-check (first: "
                              f"{run.refused[0]['file']}: {run.refused[0]['reason']})", file=run.path)
     _prepare(destination, fmt, force, default=to is None)
@@ -313,23 +312,22 @@ def _write_npz(run: Run, destination: Path) -> tuple[list[str], list[dict[str, s
     manipulated_dims and c (aligned; -1 / 0 padded), distances, logits, size, image_index (-1: none),
     source. The correct class is the label to retrain on."""
     examples = run.examples
-    x = np.stack([e.x for e in examples])
-    originals = np.stack([e.original for e in examples])
+    empty = np.zeros((0,) + tuple(run.network.input_shape if run.network else (0,)), np.float32)
+    x = np.stack([e.x for e in examples]) if examples else empty       # a run without examples: N = 0
+    originals = np.stack([e.original for e in examples]) if examples else empty
     distances = [e.distances() for e in examples]
     y_true = np.asarray([e.y_true for e in examples], np.int64)
     arrays = {"x": x, "y_true": y_true, "y": y_true,      # y: the label `eval` and `batch --images` read
               "y_adv": np.asarray([e.y_adv for e in examples], np.int64), "originals": originals,
               "delta": (x - originals).astype(np.float32), "dims": _padded([e.changed_dims for e in examples], -1),
               "manipulated_dims": _padded([e.manipulated_dims for e in examples], -1),
-              "c": _padded([e.c for e in examples], 0), "logits": np.stack([e.logits for e in examples]),
+              "c": _padded([e.c for e in examples], 0), "logits": np.stack([e.logits for e in examples]) if examples else np.zeros((0, 0)),
               **{k: np.asarray([d[k] for d in distances], np.int64 if k == "l0" else np.float64)
                  for k in ("l0", "l1", "l2", "linf")},
               "size": np.asarray([np.nan if e.size is None else e.size for e in examples], np.float64),
               "image_index": np.asarray([-1 if e.image_index is None else e.image_index for e in examples], np.int64),
               "source": np.asarray([e.source for e in examples], dtype=str)}
-    partial = destination.with_name(destination.name + ".partial.npz")
-    np.savez(partial, **arrays)
-    partial.replace(destination)
+    write_whole(destination, lambda partial: np.savez(partial, **arrays))
     return [str(destination)], []
 
 
@@ -353,7 +351,7 @@ def _write_png(run: Run, destination: Path) -> tuple[list[str], list[dict[str, s
             continue
         files.append(str(destination / name))
         rows.append(f"{name},{example.y_true},{example.y_adv}")
-    if not files:
+    if skipped and not files:
         raise SmtVerifyError(f"none of its {len(run.examples)} examples can be written exactly as PNG "
                              f"(the first: {skipped[0]['reason']})", file=run.path, field="--format")
     (destination / LABELS_FILE).write_text("file,label,adversarial_class\n" + "\n".join(rows) + "\n")

@@ -392,10 +392,10 @@ def _evaluate(chosen: Evaluator, manipulation: Manipulation, label: int, checker
     start = time.perf_counter()
     points = _skipping(grid_points(manipulation.levels, chosen.chunk_size), skip)
     for c in _paced(points, checker.deadline):
-        if max_points is not None:
-            c = c[:max_points - progress.evaluated]
+        if max_points is not None and len(c) > max_points - progress.evaluated:
+            c = c[:max_points - progress.evaluated]       # the budget ends in this chunk (or ended before it)
+            progress.ran_out = "the point budget ran out"
             if len(c) == 0:
-                progress.ran_out = "the point budget ran out"
                 break
         if checker.deadline.passed():
             progress.ran_out = "the timeout ran out"
@@ -466,8 +466,8 @@ def search_grid(network: Network, manipulation: Manipulation, label: int | None 
 
 
 def _verdict(checker: _Checker, progress: _Progress, size: int) -> tuple[Verdict, str]:
-    if checker.found:
-        return Verdict.UNSAFE, ""
+    if checker.found:     # and if a budget cut the grid short, which one (more examples may lie beyond)
+        return Verdict.UNSAFE, progress.ran_out and f"{progress.ran_out}: {progress.evaluated} of {size} grid points"
     if progress.evaluated < size:
         k, r = progress.reached
         last = f", the last with {k} moved parameters at ring {r}" if progress.evaluated else ""

@@ -17,7 +17,7 @@ def read_array(path: str | Path) -> np.ndarray:
     """The raw array in a file: .npy as stored; images as (channels, height, width) in [0, 1]."""
     path = Path(path)
     if not path.is_file():
-        raise InputFileError("no such file", file=path)
+        raise InputFileError("is a folder, not a file" if path.is_dir() else "no such file", file=path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
@@ -114,7 +114,7 @@ def read_inputs(path: str | Path, network: Network) -> tuple[np.ndarray, np.ndar
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The inputs and (if any) labels of an .npz, by the first of the known names it uses."""
     if not path.is_file():
-        raise InputFileError("no such file", file=path)
+        raise InputFileError("is a folder, not a file" if path.is_dir() else "no such file", file=path)
     try:
         with np.load(path, allow_pickle=False) as data:
             names = set(data.files)

@@ -66,7 +66,7 @@ def load_onnx(path: str | Path, strict: bool = True) -> Network:
 # ----- the file ------------------------------------------------------------------------------
 def _read(path: Path) -> onnx.ModelProto:
     if not path.is_file():
-        raise ModelError("no such file", file=path)
+        raise ModelError("is a folder, not a file" if path.is_dir() else "no such file", file=path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except DecodeError as error:

@@ -18,16 +18,21 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from . import __version__
+from .atomic import write_whole
 from .errors import SmtVerifyError
 
 MANIFEST, JOURNAL, SUMMARY, REPORT = "run.json", "journal.jsonl", "summary.json", "report.html"
+ITEMS, RESULTS, EXAMPLES, EXPORT = "items.csv", "results.csv", "examples", "export"   # batch's, bench's, export's
+SEARCH_FILES = ("example_*", "original*.png", "retrain.npz")                          # a search's
+RUN_FILES = (MANIFEST, JOURNAL, SUMMARY, REPORT, ITEMS, RESULTS, EXAMPLES, EXPORT, "*.counterexample", *SEARCH_FILES)
 
 
 def sha256_of_file(path: str | Path) -> str:
@@ -91,51 +96,67 @@ class RunFolder:
 
     @classmethod
     def prepare(cls, path: str | Path, command: str, identity: dict[str, Any], resume: bool = False,
-                force: bool = False, clear: Iterable[str] = ()) -> "RunFolder":
+                force: bool = False) -> "RunFolder":
         """The folder for a run of `command` whose results depend on `identity` (model and inputs
         with their sha256, settings). A folder holding files is refused unless `resume` (then its
-        manifest must be of the same command and identity) or `force` (then this module's files
-        and those matching the globs in `clear` go). A new or forced run writes its manifest."""
+        manifest must be of the same command and identity) or `force` (then the files any run
+        writes, RUN_FILES, go, whichever command wrote them; a folder that is not a run folder is
+        never cleared). A new or forced run writes its manifest."""
         folder = cls(path)
         if folder.path.exists() and not folder.path.is_dir():
             raise SmtVerifyError("is a file, not a folder", file=folder.path, field="--out")
-        if not folder.path.parent.is_dir():
-            raise SmtVerifyError(f"the folder {folder.path.parent} does not exist", file=folder.path, field="--out")
-        try:
-            folder.path.mkdir(exist_ok=True)
-        except OSError as error:
-            raise SmtVerifyError(f"cannot make the run folder: {error.strerror}", file=folder.path,
-                                 field="--out") from None
-        used = any(folder.path.iterdir())
         if resume:
             if not (folder.path / MANIFEST).is_file():
-                raise SmtVerifyError(f"holds no run to resume (no {MANIFEST})", file=folder.path, field="--resume")
+                raise SmtVerifyError("no such run folder" if not folder.path.exists() else
+                                     f"holds no run to resume (no {MANIFEST})", file=folder.path, field="--resume")
             folder.check_same_run(command, identity)
             return folder
-        if used and not force:
-            raise SmtVerifyError("holds files already: --resume to go on with its run, --force to start over",
-                                 file=folder.path, field="--out")
-        if force:
-            for pattern in (MANIFEST, JOURNAL, SUMMARY, REPORT, *clear):
-                for stale in folder.path.glob(pattern):
-                    if stale.is_file():
-                        stale.unlink()
+        folder.make()
+        if any(folder.path.iterdir()):
+            if not force:
+                raise SmtVerifyError("holds files already: --resume to go on with its run, --force to start over",
+                                     file=folder.path, field="--out")
+            if not (folder.path / MANIFEST).is_file():
+                raise SmtVerifyError(f"holds files but is not a run folder (no {MANIFEST}): --force clears run "
+                                     "folders only; choose another --out", file=folder.path, field="--out")
+            folder.clear()
         folder.write_json(MANIFEST, {"command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                      **identity, "versions": versions()})
         return folder
 
+    def make(self) -> None:
+        if not self.path.parent.is_dir():
+            raise SmtVerifyError(f"the folder {self.path.parent} does not exist", file=self.path, field="--out")
+        try:
+            self.path.mkdir(exist_ok=True)
+        except OSError as error:
+            raise SmtVerifyError(f"cannot make the run folder: {error.strerror}", file=self.path,
+                                 field="--out") from None
+
+    def clear(self) -> None:
+        """Every file a run of any command writes here, so a forced run never mixes with the last."""
+        for pattern in RUN_FILES:
+            for stale in self.path.glob(pattern):
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink()
+
     def check_same_run(self, command: str, identity: dict[str, Any]) -> None:
         """A resumed run goes on with the same work: the same command, model, inputs and settings
-        (JSON-compared); the first difference is named."""
+        (JSON-compared; a file is compared by its sha256, not by how its path was written); the
+        first difference is named."""
         manifest = self.manifest()
         if manifest.get("command") != command:
             raise SmtVerifyError(f"holds a run of `{manifest.get('command')}`, not of `{command}`",
                                  file=self.path, field="--resume")
         for key, value in identity.items():
-            if json.loads(json.dumps(value)) != manifest.get(key):
-                raise SmtVerifyError(f"its run had a different {key} ({manifest.get(key)!r}, now {value!r}): "
-                                     "resume with the same options, or --force to start over",
-                                     file=self.path, field="--resume")
+            if f"{key}_sha256" in identity:
+                continue
+            difference = _first_difference(key, manifest.get(key), json.loads(json.dumps(value)))
+            if difference:
+                raise SmtVerifyError(f"its run had a different {difference}: resume with the same options, or "
+                                     "--force to start over", file=self.path, field="--resume")
 
     def manifest(self) -> dict[str, Any]:
         try:
@@ -145,11 +166,25 @@ class RunFolder:
 
     def write_json(self, name: str, record: dict[str, Any]) -> Path:
         """Written whole (renamed into place), so a kill never leaves half a file."""
-        path = self.path / name
-        partial = path.with_name(name + ".partial")
-        partial.write_text(json.dumps(record, indent=1))
-        partial.replace(path)
-        return path
+        text = json.dumps(record, indent=1)
+        return write_whole(self.path / name, lambda partial: partial.write_text(text))
 
     def write_summary(self, record: dict[str, Any], complete: bool) -> Path:
         return self.write_json(SUMMARY, {**record, "complete": complete})
+
+
+WHAT_DIFFERS = {"model_sha256": "model (the file's contents)", "input_sha256": "input (its values)",
+                "images_sha256": "set of images (--images, --limit)", "instances_sha256": "instances file's contents"}
+
+
+def _first_difference(key: str, before: Any, now: Any) -> str:
+    """'' when equal; else the first differing key, with both values."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for sub in sorted(set(before) | set(now)):
+            found = _first_difference(f"{key}.{sub}", before.get(sub), now.get(sub))
+            if found:
+                return found
+        return ""
+    if before == now:
+        return ""
+    return WHAT_DIFFERS.get(key, f"{key} ({before!r}, now {now!r})")

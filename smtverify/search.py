@@ -190,7 +190,7 @@ class _Run:
         self.grids.append(GridRecord(round_, path, dims, report.grid_size, report.points_evaluated, report.verdict,
                                      report.evaluator, report.seconds, report.search_seconds, manipulation,
                                      earlier_points=report.earlier_points))
-        if report.verdict == Verdict.UNKNOWN and not self.stopped:
+        if report.verdict in (Verdict.UNKNOWN, Verdict.UNSAFE) and report.reason and not self.stopped:
             self.stopped = report.reason
         self.not_kept += report.examples_found - report.carried - len(report.examples)
         return report
@@ -238,6 +238,9 @@ class _Run:
             verdict = Verdict.UNSAFE
             reason = "" if self.found[0].example.l0 else \
                 f"the original input itself is classified as {self.found[0].example.new_class}, not {self.label}"
+            if self.stopped and self.settings.collect_all:      # every example was asked for: say what is missing
+                reason = "; ".join(filter(None, [reason, f"{self.stopped}: the examples are those found before it, "
+                                                 "and the grids hold more points unsearched"]))
         elif self.stopped:
             verdict, reason = Verdict.UNKNOWN, self.stopped
         elif any(not g.safe for g in self.grids):

@@ -130,9 +130,6 @@ def _example_owners(records: list[dict]) -> list[str]:
     return owners
 
 
-SEARCH_FILES = ("example_*", "original*.png", "retrain.npz")    # a search's own files, besides the run folder's
-
-
 def search_folder(path: str | Path, network, x: np.ndarray, label: int | None, settings, dims: list[int] | None,
                   input_name: str, resume: bool = False, force: bool = False) -> RunFolder:
     """A search's run folder: a new one, a forced one (its run's files cleared) or the one it resumes,
@@ -141,4 +138,4 @@ def search_folder(path: str | Path, network, x: np.ndarray, label: int | None, s
     recorded["hidden"] = settings.hidden and vars(settings.hidden)
     identity = {"model": network.path, "model_sha256": sha256_of_file(network.path), "input": input_name,
                 "input_sha256": sha256_of_array(x), "label": label, "pixels": dims, "settings": recorded}
-    return RunFolder.prepare(path, "search", identity, resume, force, SEARCH_FILES)
+    return RunFolder.prepare(path, "search", identity, resume, force)

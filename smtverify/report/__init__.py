@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from ..atomic import write_whole
 from ..errors import SmtVerifyError
 from ..run_folder import REPORT
 from .page import document
@@ -70,7 +71,4 @@ def _write(path: Path, html: str) -> Path:
     """Written whole (renamed into place): a report is never half a page."""
     if not path.parent.is_dir():
         raise SmtVerifyError(f"the folder {path.parent} does not exist", file=path, field="--out")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(html, encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_whole(path, lambda partial: partial.write_text(html, encoding="utf-8"))
