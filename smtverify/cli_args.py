@@ -116,7 +116,7 @@ def _add_info_and_eval(command: Command) -> None:
     info = command("info", "list a model's layers and whether every operator is supported", "smtverify info mnist_cnn")
     info.add_argument("model", type=_model, help=MODEL_HELP)
     evaluate = command("eval", "run a model on one input or a batch and print output and class (accuracy with labels)",
-                       "smtverify eval mnist_cnn digit.png --dtype float64")
+                       "smtverify eval mnist_cnn examples/digit.png --dtype float64")
     evaluate.add_argument("model", type=_model, help=MODEL_HELP)
     evaluate.add_argument("input", help=".npy or image holding one input; or a batch: .npz (inputs x, labels y; "
                                         "smtverify's example and retrain files too) or .npy with a batch axis")
@@ -161,7 +161,8 @@ def _add_batch(command: Command) -> None:
     batch.add_argument("model", type=_model, help=MODEL_HELP)
     batch.add_argument("--images", help="an .npz of inputs x and labels y (smtverify's retrain.npz too), or a folder "
                        "of images labelled by labels.csv (file,label), by a subfolder per class, or by names "
-                       "LABEL_xxx.png (default: the bundled model's test images)")
+                       "LABEL_xxx.png (default: the bundled model's test images, one class after another so that --limit N "
+                       "covers every class)")
     size = batch.add_mutually_exclusive_group(required=True)
     size.add_argument("--eps", type=NON_NEGATIVE, help="certify: radius of every L-infinity ball")
     size.add_argument("--eps-sweep", metavar="E1,E2,...", help="certify: several radii, each image certified at each")
@@ -191,7 +192,7 @@ def _add_batch(command: Command) -> None:
 
 def _add_certify(command: Command) -> None:
     certify = command("certify", "L-infinity robustness of one classification decision",
-                      "smtverify certify mnist_cnn --input digit.png --label 7 --eps 0.02 --timeout 120")
+                      "smtverify certify mnist_cnn --input examples/digit.png --label 7 --eps 0.02 --timeout 120")
     certify.add_argument("model", type=_model, help=MODEL_HELP)
     certify.add_argument("--input", required=True, help=".npy or image holding one input")
     certify.add_argument("--label", type=int, required=True, help="the class the decision should keep")
@@ -207,7 +208,7 @@ def _add_certify(command: Command) -> None:
 def _add_search(command: Command) -> None:
     search = command("search", "DLV search for adversarial examples on a grid of manipulations "
                      "(SAFE_ON_GRID / UNSAFE / UNKNOWN)",
-                     "smtverify search mnist_cnn --input digit.png --label 7 --features 8 --heuristic gradient "
+                     "smtverify search mnist_cnn --input examples/digit.png --label 7 --features 8 --heuristic gradient "
                      "--span 0.1 --steps 3")
     search.add_argument("model", type=_model, help=MODEL_HELP)
     search.add_argument("--input", required=True, help=".npy (optionally with a batch axis of 1) or image")

@@ -74,7 +74,7 @@ def _batch_images(args: argparse.Namespace, network) -> tuple[np.ndarray, np.nda
     """The images and labels: a file's or a folder's, or the bundled model's test images; the
     first --limit."""
     from .inputs import read_image_folder, read_inputs
-    from .resources import bundled_name, test_images
+    from .resources import bundled_name, classes_interleaved, test_images
 
     if args.images and Path(args.images).is_dir():
         inputs, labels = read_image_folder(args.images, network)
@@ -88,7 +88,7 @@ def _batch_images(args: argparse.Namespace, network) -> tuple[np.ndarray, np.nda
         if name is None:
             raise SmtVerifyError("a model that is not bundled needs its images: --images FILE.npz or a folder",
                                  field="--images")
-        images = test_images(name)
+        images = classes_interleaved(test_images(name))      # so that --limit N covers every class
         inputs, labels = images.images, images.labels
     bad = np.flatnonzero((labels < 0) | (labels >= network.n_outputs))
     if bad.size:

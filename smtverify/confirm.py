@@ -29,7 +29,7 @@ class Counterexample:
 
     input: np.ndarray              # float32, in the network's input shape, inside the region exactly
     output: np.ndarray             # float32 (n_outputs,): the confirming executor's output
-    numpy_output: np.ndarray       # float32 (n_outputs,): smtverify's own executor on the same input
+    numpy_output: np.ndarray | None  # float32 (n_outputs,): smtverify's own executor on the same input (None: not run)
     case: int | None = None        # the property's case (input box) and the constraint of it violated;
     constraint: int | None = None  # None for a misclassification
     label: int | None = None       # misclassification: the expected class and the class found
@@ -79,10 +79,10 @@ def _executor(network: Network) -> OnnxRuntimeExecutor:
     return _EXECUTORS[network]
 
 
-def _run(network: Network, x32: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(input in the network's shape, onnxruntime's output, the numpy executor's output), float32."""
+def _run(network: Network, x32: np.ndarray, with_numpy: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(input in the network's shape, onnxruntime's output, the numpy executor's output or None), float32."""
     x32 = x32.reshape(network.input_shape)
-    return x32, _executor(network).logits(x32)[0], network.logits(x32, np.float32)[0]
+    return x32, _executor(network).logits(x32)[0], network.logits(x32, np.float32)[0] if with_numpy else None
 
 
 def holds_exactly(constraint: OutputConstraint, y: np.ndarray) -> bool:
@@ -117,9 +117,11 @@ def confirm(network: Network, target: Property | Case, x: np.ndarray) -> Counter
 
 
 def confirm_misclassification(network: Network, x: np.ndarray, label: int, lo: float | np.ndarray | None = None,
-                              hi: float | np.ndarray | None = None) -> Counterexample | None:
+                              hi: float | np.ndarray | None = None, with_numpy: bool = True) -> Counterexample | None:
     """x rounded to float32 (inward into [lo, hi] when given): confirmed when onnxruntime's output
-    gives some other class a strictly higher score than `label` (a tie with the label is not enough)."""
+    gives some other class a strictly higher score than `label` (a tie with the label is not enough).
+    `with_numpy` also records the numpy executor's output beside it (for the record only: the grid
+    search has run it on every flagged point already, and skips it for thousands of examples)."""
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     if lo is None and hi is None:
         x32 = x.astype(np.float32)
@@ -128,7 +130,7 @@ def confirm_misclassification(network: Network, x: np.ndarray, label: int, lo: f
         x32 = inward_float32(x, _box_of(-widest if lo is None else lo, widest if hi is None else hi, len(x)))
         if x32 is None:
             return None
-    x32, y, y_numpy = _run(network, x32)
+    x32, y, y_numpy = _run(network, x32, with_numpy)
     if not y.max() > y[label]:
         return None
     return Counterexample(x32, y, y_numpy, label=label, new_class=int(np.argmax(y)))

@@ -28,6 +28,7 @@ from .grid import Example
 from .search_report import Found
 
 MAX_FILES = 1000
+MAX_PANELS = 100      # panels are for people (a report's gallery shows 48): the first 100 examples get one
 
 
 def save_example(path: Path, example: Example, original: np.ndarray, domain: Domain = (0.0, 1.0),
@@ -74,7 +75,8 @@ def example_files(folder: str | Path) -> list[Path]:
 class ExampleWriter:
     """Writes example_NNNN.npz (and a PNG for images: .png, or .picture.png when it cannot hold the
     example exactly) under `out_dir` for the first `max_files` examples (None: all), counts the rest,
-    and writes retrain.npz on close. `panels` adds a panel per image example; `original_logits`
+    and writes retrain.npz on close. `panels` adds a panel to each of the first MAX_PANELS image
+    examples; `original_logits`
     (the network's output on the original) adds the original's confidence to it."""
 
     def __init__(self, out_dir: str | Path, original: np.ndarray, domain: Domain = (0.0, 1.0),
@@ -99,9 +101,10 @@ class ExampleWriter:
         if self.max_files is not None and len(self.inputs) >= self.max_files:
             self.not_written += 1
             return None
-        path = self.out_dir / f"example_{self.first_number + len(self.inputs):04d}.npz"
+        number = self.first_number + len(self.inputs)
+        path = self.out_dir / f"example_{number:04d}.npz"
         found.png_file, found.png_exact = save_example(
-            path, found.example, self.original, self.domain, self.panels, self.original_logits,
+            path, found.example, self.original, self.domain, self.panels and number < MAX_PANELS, self.original_logits,
             manipulated_dims=np.asarray(found.dims, np.int64), round=found.round, off_grid=found.off_grid,
             layer=found.layer or "")
         self.inputs.append(found.example.input)

@@ -88,3 +88,14 @@ def training_images(model: str = DEFAULT_MODEL) -> ImageSet:
     if model not in TRAINING_FILES:
         raise KeyError(f"no bundled training images for '{model}'; bundled for: {', '.join(TRAINING_FILES)}")
     return _read_images(TRAINING_FILES[model])
+
+
+def classes_interleaved(images: ImageSet) -> ImageSet:
+    """The same images, taken one per class in turn (the first of each class, then the second, ...):
+    the bundled MNIST files are sorted by class, so the first N would otherwise be one class."""
+    rank = np.zeros(len(images.labels), np.int64)
+    for label in np.unique(images.labels):
+        members = np.flatnonzero(images.labels == label)
+        rank[members] = np.arange(len(members))
+    order = np.lexsort((images.labels, rank))
+    return ImageSet(images.name, images.images[order], images.labels[order])

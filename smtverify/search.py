@@ -201,7 +201,8 @@ class _Run:
         if self.memory and self.memory.is_known(example.input):
             return                     # a grid searched again from its start: the earlier run wrote this one
         lo, hi = self.settings.domain
-        confirmed = confirm.confirm_misclassification(self.network, example.input, self.label, lo, hi)
+        confirmed = confirm.confirm_misclassification(self.network, example.input, self.label, lo, hi,
+                                                      with_numpy=False)
         if confirmed is None or not np.array_equal(confirmed.input.reshape(self.original.shape), example.input):
             self.rejected += 1
             return

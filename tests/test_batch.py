@@ -31,8 +31,9 @@ def test_a_sweep_counts_every_image_once_per_eps_and_agrees_with_its_items(tmp_p
     assert main(["batch", "digits_mlp", "--eps-sweep", "0.01,0.05", "--limit", "25", "--out", str(tmp_path / "run"),
                  "--item-timeout", "10", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    images = resources.test_images("digits_mlp")
+    images = resources.classes_interleaved(resources.test_images("digits_mlp"))     # as batch takes them
     x, y = images.images[:25], images.labels[:25]
+    assert len(set(y.tolist())) == 10
     truth = np.argmax(OnnxRuntimeExecutor(load_onnx(resources.model_path("digits_mlp"))).logits(x), axis=1)
     assert record["clean_accuracy"] == float(np.mean(truth == y))
     small, large = record["per_eps"]
