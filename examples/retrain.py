@@ -5,8 +5,8 @@ to fool and easier to verify?
    examples (each confirmed by onnxruntime); they are saved, labelled with their correct class, to
    OUT/retrain.npz (the layout of a search's own retrain.npz: inputs, labels).
 2. The dense head (fc1, relu, fc2) is fine-tuned in numpy on the original training images plus the
-   examples read back from that file; the conv layers stay frozen, so the head is trained on their exact features (read at the
-   `flatten` node by onnxruntime). Weights stay on the 2^-8 grid, as every bundled model's are, because
+   examples read back from that file. The conv layers stay frozen, so the head is trained on their
+   exact features (read at the `flatten` node by onnxruntime). Weights stay on the 2^-8 grid, as every bundled model's are, because
    short dyadic weights are what keeps the SMT encodings fast: training sees the rounded weights
    (straight-through), the file holds them. OUT/MODEL_retrained.onnx is the original file with only the
    head's initializers replaced.
@@ -24,9 +24,10 @@ Both image files are sorted by class, so the N and M images are taken class by c
 first of each class, then the second, ...): the first N alone would all be zeros.
 
 Run: python examples/retrain.py [--train-images N] [--test-images M] [--eps E] [--out DIR]
-(two to three minutes with the defaults on two cores). Fixed seeds: the examples, the new model and the
-search rows are the same every run; certification has a per-item time limit, so on a much slower or
-busier machine an item can come out unknown instead of verified. Numpy only: torch is never needed.
+(about two minutes with the defaults on two cores; with --control --test-images 100, about nine).
+Fixed seeds: the examples, the new model and the search rows are the same every run; certification
+has a per-item time limit, so on a much slower or busier machine an item can come out unknown instead
+of verified. Numpy only: torch is never needed.
 """
 
 import argparse
@@ -256,7 +257,8 @@ def format_table(rows: dict[str, dict], n_test: int, eps: float) -> str:
         ("adversarial example on the original's search grids",
          *(f"{r['adversarial_same_grids']}/{r['correct']}" for r in columns)),
         ("  mean L0 (smallest per image)", *(l0(r["mean_l0_same_grids"]) for r in columns)),
-        ("adversarial example, the model's own search", *(f"{r['adversarial_own_search']}/{r['correct']}" for r in columns)),
+        ("adversarial example, the model's own search",
+         *(f"{r['adversarial_own_search']}/{r['correct']}" for r in columns)),
         ("  mean L0 (smallest per image)", *(l0(r["mean_l0_own_search"]) for r in columns)),
         (f"verified accuracy at eps {eps}", *(percent(r["verified_accuracy"]) for r in columns)),
         ("  verified / falsified / unknown", *(f"{r['verified']}/{r['falsified']}/{r['unknown']}" for r in columns)),
@@ -322,7 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
         write_model(old, fine_tune(head, clean_features, train.labels, args.epochs, args.lr, args.seed), control)
         models["clean only"] = control
     models["after"] = new
-    losses = {"examples": [head_loss(head, example_features, labels)[0], head_loss(new_head, example_features, labels)[0]],
+    losses = {"examples": [head_loss(head, example_features, labels)[0],
+                           head_loss(new_head, example_features, labels)[0]],
               "training_images": [head_loss(head, clean_features, train.labels)[0],
                                   head_loss(new_head, clean_features, train.labels)[0]]}
     print(f"2. fine-tuned {'/'.join(HEAD)} for {args.epochs} epochs on {len(train.labels)} training images + "
