@@ -277,7 +277,8 @@ def _bench_summary(outcomes: list, total: int, out: str) -> tuple[dict[str, Any]
             f"wrong {len(wrong)}, total {seconds:.1f} s")
     for o in wrong:
         text += f"\n!!! WRONG ANSWER: {o.instance.onnx} {o.instance.vnnlib}: said {o.verdict}, expected {o.instance.expected}"
-    text += f"\nfiles in {out}/: results.csv, journal.jsonl, counterexamples, summary.json" + \
+    saved = " and *.counterexample files" if record["sat"] else ""
+    text += f"\nfiles in {out}/: results.csv, journal.jsonl{saved}, summary.json, report.html" + \
         (f"; {total - len(outcomes)} instances left, --resume goes on" if len(outcomes) < total else "")
     return record, text
 

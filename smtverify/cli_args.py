@@ -168,14 +168,13 @@ def _add_batch(command: Command) -> None:
     size.add_argument("--eps-sweep", metavar="E1,E2,...", help="certify: several radii, each image certified at each")
     size.add_argument("--span", type=POSITIVE, help="search: DLV's grid search with this span (see `smtverify search`)")
     size.add_argument("--span-sweep", metavar="S1,S2,...", help="search: several spans, each image searched at each")
-    batch.add_argument("--steps", type=COUNT, default=2, help="search: each feature moves by c*span, c in -M..M "
-                       "(default 2)")
+    batch.add_argument("--steps", type=COUNT, help="search: each feature moves by c*span, c in -M..M (default 2)")
     batch.add_argument("--features", type=COUNT, help="search: features chosen per round (default 4)")
-    batch.add_argument("--heuristic", choices=("activation", "gradient"), default="activation",
+    batch.add_argument("--heuristic", choices=("activation", "gradient"),
                        help="search: how features are chosen (default activation)")
-    batch.add_argument("--family", choices=("pixel", "brightness", "contrast"), default="pixel",
+    batch.add_argument("--family", choices=("pixel", "brightness", "contrast"),
                        help="search: what a manipulation moves (default pixel)")
-    batch.add_argument("--rounds", type=COUNT, default=1, help="search: DLV rounds (default 1)")
+    batch.add_argument("--rounds", type=COUNT, help="search: DLV rounds (default 1)")
     batch.add_argument("--levels", type=int, help="search: grids on the lattice k/N (default: 255 for 8-bit images)")
     batch.add_argument("--limit", type=COUNT, help="only the first N images")
     batch.add_argument("--domain", default="0,1", help="valid input range LO,HI (default 0,1)")

@@ -54,19 +54,26 @@ def _decider(args: argparse.Namespace, network, bounds: tuple[float, float]):
     from .batch import Certifier, GridSearcher
     from .search import SearchSettings
 
+    search_options = {"--steps": args.steps, "--features": args.features, "--heuristic": args.heuristic,
+                      "--family": args.family, "--rounds": args.rounds, "--levels": args.levels}
     if args.eps is not None or args.eps_sweep:
+        given = [name for name, value in search_options.items() if value is not None]
+        if given:
+            raise SmtVerifyError(f"{given[0]} is a search option (with --span); certification (--eps) takes none",
+                                 field=given[0])
         sizes = [args.eps] if args.eps is not None else number_list(args.eps_sweep, "--eps-sweep", positive=False)
         return Certifier(network, bounds), sizes, None
     sizes = [args.span] if args.span is not None else number_list(args.span_sweep, "--span-sweep", positive=True)
-    if args.family != "pixel" and args.features is not None:
-        raise SmtVerifyError(f"the {args.family} family moves the whole input: it takes no --features",
-                             field="--family")
-    settings = SearchSettings(family=args.family, span=min(sizes), steps=args.steps,
-                              features=args.features or min(4, network.n_inputs), heuristic=args.heuristic,
-                              rounds=args.rounds, domain=bounds, levels=args.levels)
+    family = args.family or "pixel"
+    if family != "pixel" and args.features is not None:
+        raise SmtVerifyError(f"the {family} family moves the whole input: it takes no --features", field="--family")
+    settings = SearchSettings(family=family, span=min(sizes), steps=args.steps or 2,
+                              features=args.features or min(4, network.n_inputs),
+                              heuristic=args.heuristic or "activation", rounds=args.rounds or 1, domain=bounds,
+                              levels=args.levels)
     settings.check(network)
-    recorded = {"family": args.family, "steps": args.steps, "features": settings.features,
-                "heuristic": args.heuristic, "rounds": args.rounds, "levels": args.levels}
+    recorded = {"family": family, "steps": settings.steps, "features": settings.features,
+                "heuristic": settings.heuristic, "rounds": settings.rounds, "levels": args.levels}
     return GridSearcher(network, settings), sizes, recorded
 
 

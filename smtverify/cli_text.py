@@ -162,14 +162,17 @@ def batch_text(summary: dict, out: str, total: int) -> str:
     for row in summary["per_eps"]:
         lines.append(f"{row['eps']:>8g} {row['verified']:>9} {row['falsified']:>10} {row['unknown']:>8} "
                      f"{row['misclassified']:>10} {row['verified_accuracy']:>14.2%}")
-    lines.append(f"files in {out}/: journal.jsonl (one line per item), items.csv, summary.json, examples/"
+    if summary["items"] < total:
+        lines.append(f"{total - summary['items']} items not done yet: the accuracies count their images as not "
+                     f"{safe}")
+    lines.append(f"files in {out}/: journal.jsonl (one line per item), items.csv, summary.json, examples/, report.html"
                  + ("" if summary["items"] == total else "; --resume goes on where this stopped"))
     return "\n".join(lines)
 
 
 def interrupted_search_text(record: dict, out: str) -> str:
     """What an interrupted search did, and where its files are."""
+    examples = "example_NNNN.npz (+ .png, .panel.png), retrain.npz, " if record["examples_written"] else ""
     return (f"search interrupted in round {record['round']} after {record['points_evaluated_in_grid']:,} points of its "
             f"grid; {record['examples_written']} example(s) written\n"
-            f"files in {out}/: example_NNNN.npz (+ .png, .panel.png), retrain.npz, journal.jsonl, summary.json; "
-            f"--resume goes on where this stopped")
+            f"files in {out}/: {examples}journal.jsonl, summary.json, report.html; --resume goes on where this stopped")
