@@ -153,7 +153,7 @@ def test_a_folder_of_pngs_is_read_with_its_labels_in_each_of_three_ways(tmp_path
         assert np.array_equal(inputs, x) and labels.tolist() == y.tolist()     # 8-bit images: exact
     inputs, labels = read_image_folder(by_class, network)
     assert sorted(labels.tolist()) == sorted(y.tolist()) and len(inputs) == 6
-    assert main(["batch", "mnist_cnn", "--images", str(named), "--eps", "0.001", "--out", str(tmp_path / "run"),
+    assert main(["batch", "mnist_cnn", "--images", str(named), "--eps", "0", "--out", str(tmp_path / "run"),
                  "--json"]) == 0
     truth = OnnxRuntimeExecutor(network).classify(x)
     assert json.loads(capsys.readouterr().out)["clean_accuracy"] == float(np.mean(truth == y))

@@ -203,8 +203,8 @@ def decide(instance: Instance, thresholds: list[float], boxes: list | None = Non
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_path_decides_every_step_kind_correctly(kind, tmp_path):
-    """Per instance: falsification alone on an easy UNSAFE property (its case's box alone: the
-    other case's would be bounded first); then the default settings, and every path with
+    """Per instance: falsification alone (after the root's plain bound) on an easy UNSAFE property
+    (its case's box alone: the other case's would be bounded first); then the default settings, and every path with
     falsification off, on a SAFE and an UNSAFE property, each path leaving its trace in the stats."""
     @SLOW_DRAWS
     @given(instance=instances(kind, tmp_path), violated=st.integers(0, 1))
@@ -212,7 +212,8 @@ def test_every_path_decides_every_step_kind_correctly(kind, tmp_path):
         thresholds = instance.unsafe_thresholds(violated, gap=0.3)
         box = instance.boxes[instance.lowest[violated]]
         result = decide(instance, thresholds, [box])
-        assert result.verdict is Verdict.UNSAFE and result.stats["boxes_bounded"] == 0, ("falsification", result.stats)
+        assert result.verdict is Verdict.UNSAFE and result.stats["boxes_bounded"] == 1 and \
+            not result.stats.get("splitting"), ("falsification after the root's plain bound", result.stats)
         check_verdict(instance, thresholds, result, boxes=[box])
         chain = to_chain(instance.network)
         for path, forced in [("default", {})] + [(path, QUIET | forced) for path, forced in PATHS.items()]:

@@ -10,18 +10,29 @@ from .context import Job
 from .objective import SlopeRows, UnsafeRows
 
 
-def bound_root(job: Job, rows: UnsafeRows, deadline: float) -> tuple[ChainBounds, float]:
-    """The box's bounds and margin by back-substitution; where that leaves it open and time
-    allows, again with optimised slopes. Records how long the root took (refining plans by it)."""
+def plain_root(job: Job, rows: UnsafeRows, deadline: float) -> tuple[ChainBounds, float]:
+    """The box's bounds and margin by back-substitution alone: a fraction of a second, so it comes
+    before falsification, which cannot succeed where it proves the case (an easy instance is then
+    answered in the time of one bound pass)."""
     tools, box = job.tools, job.case.box
     began = time.perf_counter()
     root = tools.bounds.forward(box.lower[None], box.upper[None], deadline=deadline)
     margin = rows.margins(tools.bounds.lower_bound_rows(root, rows.A))[0]
     job.stats.boxes_bounded += 1
-    late = time.perf_counter() + (time.perf_counter() - began) > deadline    # for a forward as long again
+    job.stats.root_seconds = time.perf_counter() - began
+    return root, margin
+
+
+def bound_root(job: Job, rows: UnsafeRows, root: ChainBounds, margin: float,
+               deadline: float) -> tuple[ChainBounds, float]:
+    """The plain root's bounds and margin, again with optimised slopes where they leave the case
+    open and time allows. Records how long the root took in all (refining plans by it)."""
+    tools = job.tools
+    began = time.perf_counter()
+    late = began + job.stats.root_seconds > deadline      # for a forward as long again
     if margin <= 0 and tools.slope_optimiser is not None and job.settings.bounds.root_slope_steps > 0 and not late:
         root, margin = optimised_root(job, rows, root, deadline)
-    job.stats.root_seconds = time.perf_counter() - began
+    job.stats.root_seconds += time.perf_counter() - began
     return root, margin
 
 

@@ -1,8 +1,10 @@
 """Complete decisions of "input region AND unsafe output condition" (VNN-LIB semantics).
 
-Order of work per case, cheapest first (METHOD 4-5): falsification (random points, PGD) -> sound
-bounds on the whole box -> branch and bound (input splitting where the input is low-dimensional,
-ReLU splitting otherwise), with the LP and Z3 deciding the leaves that bounds leave open. Every
+Order of work per case, cheapest first (METHOD 4-5): sound bounds on the whole box by
+back-substitution (a fraction of a second: an easy case ends here) -> falsification (random
+points, PGD) -> the root's bounds with optimised slopes -> branch and bound (input splitting where
+the input is low-dimensional, ReLU splitting otherwise), with the LP and Z3 deciding the leaves
+that bounds leave open. Every
 candidate counterexample is confirmed by the independent executor before it is reported.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from . import falsify, input_split, lp_split, relu_split
 from .context import Job, Tools
 from .objective import UnsafeRows, order_only
 from .outcome import OUT_OF_TIME, PROVEN, Decision, Statistics, Why, found, stopped
-from .root import bound_root
+from .root import bound_root, plain_root
 from .progress import Listener, ProgressReporter
 from .settings import Settings
 
@@ -73,18 +75,22 @@ class Verifier:
                       stats.as_dict(), reason)
 
     def decide(self, job: Job, deadline: float) -> Decision:
-        """One case: falsification, the root's bounds, then the splitting that suits the box."""
+        """One case: the root's plain bounds, falsification, the root's optimised bounds, then the
+        splitting that suits the box."""
         case, stats, settings = job.case, job.stats, job.settings
         stats.proven_share = None
         if not case.unsafe or any(len(c.b) == 0 for c in case.unsafe):
             return _decide_trivial(job)
-        job.report("falsification")
-        counterexample = falsify.first_pass(job, deadline)
-        if counterexample is not None:
-            return found(counterexample)
         rows = UnsafeRows.of(case)
         job.report("root bounds")
-        root, margin = bound_root(job, rows, deadline)
+        root, margin = plain_root(job, rows, deadline)
+        if margin <= 0:
+            job.report("falsification")
+            counterexample = falsify.first_pass(job, deadline)
+            if counterexample is not None:
+                return found(counterexample)
+            job.report("root bounds")
+            root, margin = bound_root(job, rows, root, margin, deadline)
         if margin > 0:
             stats.leaves += 1
             stats.min_margin = min(stats.min_margin, margin)
