@@ -128,8 +128,7 @@ def _add_competition(command: Command) -> None:
     vnnlib = command("vnnlib", "decide a VNN-LIB property (first stdout line: sat, unsat, unknown, timeout or error; "
                      "with --json, one JSON object holding it)",
                      "smtverify vnnlib net.onnx prop.vnnlib --timeout 60 --out result.txt")
-    vnnlib.add_argument("model", type=_model, help=MODEL_HELP)
-    vnnlib.add_argument("property", help="VNN-LIB file")
+    _add_model_and_property(vnnlib)
     vnnlib.add_argument("--timeout", type=POSITIVE, default=60.0, help="seconds (default 60)")
     vnnlib.add_argument("--out", help="write a result file in the competition's format")
     vnnlib.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report of the decision: "
@@ -142,13 +141,10 @@ def _add_competition(command: Command) -> None:
                        "each instance finishes), each counterexample in the competition's format, run.json, "
                        "summary.json, report.html (default ./smtverify-bench); a folder holding files is refused "
                        "without --resume or --force")
-    again = bench.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="go on with the run in --out, skipping finished instances")
-    again.add_argument("--force", action="store_true", help="start over in a non-empty --out (its run's files cleared)")
+    _add_resume_or_force(bench, "skipping finished instances")
     encode = command("encode", "write a VNN-LIB query as self-contained SMT-LIB2 (sat = counterexample)",
                      "smtverify encode net.onnx prop.vnnlib -o query.smt2 --lp-seconds 10")
-    encode.add_argument("model", type=_model, help=MODEL_HELP)
-    encode.add_argument("property", help="VNN-LIB file")
+    _add_model_and_property(encode)
     encode.add_argument("-o", "--output", required=True, help="the .smt2 file to write")
     encode.add_argument("--lp-seconds", type=NON_NEGATIVE, default=30.0,
                         help="time for tightening neuron bounds by LP before encoding (0: none)")
@@ -184,8 +180,18 @@ def _add_batch(command: Command) -> None:
                        help="run folder: run.json, journal.jsonl (a line per finished item), items.csv, summary.json, "
                        "examples/, report.html (default ./smtverify-batch); a folder holding files is refused "
                        "without --resume or --force")
-    again = batch.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="go on with the run in --out, skipping finished items")
+    _add_resume_or_force(batch, "skipping finished items")
+
+
+def _add_model_and_property(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=_model, help=MODEL_HELP)
+    parser.add_argument("property", help="VNN-LIB file")
+
+
+def _add_resume_or_force(parser: argparse.ArgumentParser, resumed: str) -> None:
+    """A run folder's two ways past the refusal of a used --out: go on with its run, or start over."""
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help=f"go on with the run in --out, {resumed}")
     again.add_argument("--force", action="store_true", help="start over in a non-empty --out (its run's files cleared)")
 
 
@@ -249,8 +255,5 @@ def _add_search(command: Command) -> None:
     search.add_argument("--out", default="smtverify-search", help="run folder: examples (npz, PNG, panel) as found, "
                         "retrain.npz, run.json, journal.jsonl, summary.json, report.html (default ./smtverify-search); "
                         "a folder holding files is refused without --resume or --force")
-    again = search.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="go on with the interrupted search in --out (same "
-                       "options): finished grids are not searched again, the grid in progress goes on from its "
-                       "last checkpoint")
-    again.add_argument("--force", action="store_true", help="start over in a non-empty --out (its run's files cleared)")
+    _add_resume_or_force(search, "with the same options: finished grids are not searched again, the grid in "
+                                 "progress goes on from its last checkpoint")

@@ -22,12 +22,13 @@ import numpy as np
 from .atomic import write_whole
 from .confirm import Counterexample, confirm, write_vnncomp_result
 from .errors import SmtVerifyError
+from .export import example_files
 from .inputs import LABELS_FILE, read_input
 from .network import Network
 from .onnx_import import load_onnx
 from .png import is_image, png_is_exact, save_png
 from .reference import OnnxRuntimeExecutor
-from .run_folder import EXPORT, JOURNAL, MANIFEST, SUMMARY, Journal, sha256_of_file, versions
+from .run_folder import EXAMPLES, EXPORT, JOURNAL, MANIFEST, SUMMARY, Journal, sha256_of_file, versions
 from .verdict import UNSAFE_GUARANTEE
 
 FORMATS = ("npz", "png", "vnncomp", "json")
@@ -124,8 +125,8 @@ def open_run(path: str | Path, model: str | Path | None = None) -> Run:
         raise SmtVerifyError(f"has changed since the run: sha256 {digest}, the run recorded {recorded} in "
                              f"{folder / MANIFEST}", file=model_path, field="model_sha256")
     network = load_onnx(str(model_path))
-    pattern = "examples/*.npz" if command == "batch" else "example_[0-9]*.npz"
-    files = sorted(f for f in folder.glob(pattern) if not f.name.endswith(".partial.npz"))
+    files = sorted(f for f in (folder / EXAMPLES).glob("*.npz") if not f.name.endswith(".partial.npz")) \
+        if command == "batch" else example_files(folder)
     stored, refused = [], []
     for file in files:
         try:
@@ -149,9 +150,9 @@ def _json(path: Path) -> dict[str, Any]:
 
 def _command_of(folder: Path) -> str:
     """A folder written before run.json existed (a search's), told by its files."""
-    if (folder / "examples").is_dir():
+    if (folder / EXAMPLES).is_dir():
         return "batch"
-    if any(folder.glob("example_[0-9]*.npz")):
+    if example_files(folder):
         return "search"
     if any(folder.glob("*.counterexample")):
         return "bench"

@@ -371,11 +371,23 @@ def _skipping(chunks: Iterator[np.ndarray], count: int) -> Iterator[np.ndarray]:
         count = 0
 
 
+def _choose(network: Network, manipulation: Manipulation, kind: str, resume: GridCheckpoint | None,
+            points: int | None, deadline: Deadline) -> Evaluator:
+    """The evaluator asked for; going on from a checkpoint, the checkpoint's own (the points' order
+    is its chunks'), or the best one where that no longer applies in the time left."""
+    if kind == "auto" and resume is not None and resume.evaluator:
+        try:
+            return choose_evaluator(network, manipulation, resume.evaluator, points, deadline)
+        except ValueError:
+            pass
+    return choose_evaluator(network, manipulation, kind, points, deadline)
+
+
 def _resume(resume: GridCheckpoint | None, chosen: Evaluator, checker: "_Checker", best: "_Best",
             progress: _Progress) -> int:
     """Take up a checkpoint made with the same chunk size: its counts and most promising points.
     Returns how many points to skip."""
-    if resume is None or resume.chunk != chosen.chunk_size or resume.evaluated > MAX_LEVEL_POINTS:
+    if resume is None or resume.chunk != chosen.chunk_size:
         return 0
     progress.evaluated, checker.found = resume.evaluated, resume.found
     if best.keep and len(resume.best_margins):
@@ -451,7 +463,7 @@ def search_grid(network: Network, manipulation: Manipulation, label: int | None 
     with one_blas_thread():
         try:
             deadline.check("choosing the evaluator")
-            chosen = choose_evaluator(network, manipulation, evaluator, max_points, deadline)
+            chosen = _choose(network, manipulation, evaluator, resume, max_points, deadline)
             name = chosen.name
             skip = _resume(resume, chosen, checker, best, progress)
             _evaluate(chosen, manipulation, label, checker, best, progress, max_points, collect_all, tie_tolerance,

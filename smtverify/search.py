@@ -144,7 +144,6 @@ class _Run:
         handed on as it is found."""
         s = self.settings
         left_points = None if s.max_points is None else max(0, s.max_points - self.evaluated)
-        left_examples = None if s.max_examples is None else max(0, s.max_examples - len(self.found))
 
         def accept(example: Example) -> None:
             self._accept(example, base, dims, round_)
@@ -152,20 +151,19 @@ class _Run:
         if self.hidden is not None:          # the input grid's region, searched at the hidden layer
             return self._hidden(manipulation, dims, round_, path, left_points)
         key = grid_key(round_, path, manipulation, dims)
-        resume, evaluator = None, s.evaluator
+        resume = None
         if self.memory:                      # a resumed run takes up what the earlier one did here
             self.found += self.memory.examples_of(key)
             earlier = self.memory.finished(key)
             if earlier:
                 return self._note(earlier, manipulation, dims, round_, path)
             resume = self.memory.checkpoint(key)
-            evaluator = self.memory.evaluator(key) if s.evaluator == "auto" and resume else s.evaluator
-            left_examples = None if s.max_examples is None else max(0, s.max_examples - len(self.found))
+        left_examples = None if s.max_examples is None else max(0, s.max_examples - len(self.found))
         listen = None if self.on_progress is None else \
             (lambda done, _found: self.on_progress(round_, done, manipulation.grid_size, len(self.found)))
         report = search_grid(self.network, manipulation, self.label, collect_all=s.collect_all,
                              max_points=left_points, max_seconds=None if s.timeout is None else self.deadline.left(),
-                             evaluator=evaluator or "auto", reference=self.reference, keep_best=keep,
+                             evaluator=s.evaluator, reference=self.reference, keep_best=keep,
                              on_example=accept, max_examples=left_examples, on_progress=listen, resume=resume,
                              on_checkpoint=self.memory and self.memory.saver(key))
         if self.memory:

@@ -85,11 +85,6 @@ class SearchMemory:
         record = self.checkpoints.get(key)
         return None if record is None else GridCheckpoint.from_record(record)
 
-    def evaluator(self, key: str) -> str | None:
-        """The evaluator the checkpoint of a grid in progress was made with: the points' order is its."""
-        record = self.checkpoints.get(key)
-        return None if record is None else record.get("evaluator") or None
-
     def saver(self, key: str) -> Callable[[GridCheckpoint], None]:
         """Journals the grid's state after its first chunk, then at most every few seconds (a line
         is small, a second of work is not)."""
