@@ -6,7 +6,9 @@ Three passes, each sound on its own, intersected:
   ReLU or LeakyRelu, relaxed by the triangle's upper side and the identity or its inactive line
   below), concretised per step;
 - backward substitution for the output rows being decided: each row `a . y` is bounded as one
-  linear form, pushed back through every step using the relaxations the forward pass fixed.
+  linear form, pushed back through every step using the relaxations the forward pass fixed; the
+  same, before a step is relaxed, for its loose neurons (kinks straddling 0, every Sigmoid and
+  Tanh neuron), whose relaxations follow their bounds.
 A kink whose input bounds do not straddle 0 is exactly linear here (no relaxation), and the
 bounds of every step's input are the regions eta_k of the DLV method (condition 1).
 
@@ -182,7 +184,7 @@ class BoundPropagator:
                 if within is not None:
                     lo, hi = np.maximum(lo, within[0][k]), np.minimum(hi, within[1][k])
                     out.lower[k], out.upper[k] = lo, hi
-                if (self.backsub and k > tighten_after and out.relaxations and step.splittable
+                if (self.backsub and k > tighten_after and out.relaxations and step.tightened
                         and time.perf_counter() + tighten_seconds <= deadline):
                     # (before the first nonlinearity the forward symbolic bound is already exact)
                     began = time.perf_counter()
@@ -196,13 +198,14 @@ class BoundPropagator:
                     out.lower[k], out.upper[k] = lo, hi
                 slack = slack + 2 * SAFETY * UNIT_ROUNDOFF * magnitude
                 relaxation, lo, hi = step.relax(lo, hi)
+                magnitude = step.magnitude_out(magnitude)
+                slack = step.slack_out(slack, relaxation, out.lower[k], out.upper[k])
                 out.relaxations[k] = relaxation
                 flat = step.flat_relaxation(relaxation, out.lower[k]) if self.flat_too else None
                 if flat is not None:
                     out.flat[k] = flat
                 if symbolic:
                     Lw, Lc, Uw, Uc = step.through(relaxation, Lw, Lc, Uw, Uc)
-                magnitude, slack = step.carry(magnitude), step.carry(slack)
         out.lower.append(lo)
         out.upper.append(hi)
         out.slack.append(np.broadcast_to(slack, lo.shape))
@@ -285,10 +288,10 @@ class BoundPropagator:
 
     def _tighten_unstable(self, out: ChainBounds, k: int, lo: np.ndarray, hi: np.ndarray,
                           slack: np.ndarray, row_bound: "RowBound | None" = None) -> tuple[np.ndarray, np.ndarray]:
-        """Back-substitute the neurons entering splittable step k that still straddle 0: a batch's
-        boxes each their own (_tighten_per_box); one box, or optimised rows, all that straddle
-        in any box at once."""
-        straddles = (lo < 0) & (hi > 0)
+        """Back-substitute the neurons entering step k whose relaxation is loose (a kink's that
+        still straddle 0): a batch's boxes each their own (_tighten_per_box); one box, or
+        optimised rows, all that are loose in any box at once."""
+        straddles = self.chain.steps[k].loose(lo, hi)
         unstable = np.flatnonzero(np.any(straddles, axis=0))
         if unstable.size == 0 or unstable.size > self.max_backsub:
             return lo, hi

@@ -23,6 +23,8 @@ class Step(ABC):
     linear: ClassVar[bool] = False          # an affine map W x + b (its weights drive the bounds' passes)
     elementwise: ClassVar[bool] = False     # output j depends on input j alone
     splittable: ClassVar[bool] = False      # a kink at 0 that branch and bound splits on (its phase)
+    tightened: ClassVar[bool] = False       # its relaxation follows its input's bounds neuron by neuron, so the
+                                            # bounds back-substitute its loose neurons before relaxing them
     exact_encoding: ClassVar[bool] = True   # the Z3 and LP encodings are exact, not enclosures
     size: int
     layers: list[str]
@@ -92,10 +94,25 @@ class Nonlinear(Step):
         """Back-substitution: Lam . y + const, to be lower-bounded (Lam (B, R, m) over the outputs),
         as Lam_in . z + const' over the step's n_in inputs."""
 
+    def loose(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Which neurons' relaxation is not exact over [lo, hi] (B, m): a kink's that straddle 0."""
+        return (lo < 0) & (hi > 0)
+
     def carry(self, per_input: np.ndarray) -> np.ndarray:
         """A non-negative per-neuron quantity of the input (B, n_in) (a magnitude, a rounding
-        allowance) as one per output neuron."""
+        allowance) as one per output neuron, for a step whose outputs are inputs or 1-Lipschitz
+        functions of one (kinks, max-pooling)."""
         return per_input
+
+    def magnitude_out(self, magnitude: np.ndarray) -> np.ndarray:
+        """A bound on |output| per output neuron from one on |input| (B, n_in)."""
+        return self.carry(magnitude)
+
+    def slack_out(self, slack: np.ndarray, relaxation, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """What the rounding allowance of the input (how far a value may be off) allows at the
+        output, given the relaxation over the input's bounds [lo, hi]: at most the step's
+        Lipschitz constant there (and its relaxation's slopes) times it."""
+        return self.carry(slack)
 
     def flat_relaxation(self, relaxation, lo: np.ndarray):
         """The relaxation with its lower sides flat where that differs (a second back-substitution

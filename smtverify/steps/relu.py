@@ -24,6 +24,7 @@ class Kink(Elementwise):
 
     negative_slope: float = 0.0
     splittable: ClassVar[bool] = True
+    tightened: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         """The relaxations need a convex, non-decreasing kink (a in [0, 1]); the slope ascent
