@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import sparse
@@ -32,7 +33,7 @@ from .mixed_program import MixedProgram, lp_minimum, prove_above
 from .prefix_program import PrefixProgram
 
 PREIMAGE_TOLERANCE = 1e-6      # relative: a float64 run this close to the target is a preimage
-PATTERN_ROUNDS = 16            # activation patterns tried per candidate
+PATTERN_ROUNDS = 8             # activation patterns tried per candidate
 MARGIN = 1e-9                  # relative: what float64 rounding could account for in a refinement pair
 SAMPLES = 64                   # random pairs per input dimension looked at for a refinement witness
 
@@ -51,7 +52,7 @@ class Preimage:
 class BackMapper:
     """One eta_0 and hidden layer: its prefix program and the questions above."""
 
-    def __init__(self, prefix: PrefixProgram, nodes: int = 64) -> None:
+    def __init__(self, prefix: PrefixProgram, nodes: int = 512) -> None:
         self.prefix, self.nodes = prefix, nodes
 
     def _values(self, x: np.ndarray) -> np.ndarray:
@@ -84,38 +85,50 @@ class BackMapper:
         constant = columns < 0
         if np.any((target[constant] < p.lower[dims][constant]) | (target[constant] > p.upper[dims][constant])):
             return Preimage("spurious", proof="bounds")
-        program, cost = self._violation(columns[~constant], target[~constant])
+        whole, cost = self._violation(columns[~constant], target[~constant])
+        keep = np.ones(whole.n_cols, bool)             # the target's cone and the slack columns
+        keep[:p.program.n_cols] = p.cone(columns[~constant])
+        program, cost = whole.restricted(keep), cost[keep]
+
+        def full(v: np.ndarray) -> np.ndarray:
+            out = np.zeros(whole.n_cols)
+            out[keep] = v
+            return p.input_of(out)
+
         answer = lp_minimum(program, cost, deadline.left())
         if answer.bound > 0:
             return Preimage("spurious", proof="lp", bound=answer.bound)
-        for start in (origin, None if answer.point is None else p.input_of(answer.point)):
-            x = self._follow_patterns(program, cost, start, dims, target, deadline)
+        for start in (origin, None if answer.point is None else full(answer.point)):
+            x = self._follow_patterns(program, cost, keep, full, start, dims, target, deadline)
             if x is not None:
                 return Preimage("found", x)
         status, v = prove_above(program, cost, 0.0, time.perf_counter() + deadline.left(), self.nodes)
         if status == "proved":
             return Preimage("spurious", proof="branch and bound")
-        if status == "reached" and self._meets(p.input_of(v), dims, target):
-            return Preimage("found", p.input_of(v))
+        if status == "reached" and self._meets(full(v), dims, target):
+            return Preimage("found", full(v))
         return Preimage("unknown")
 
-    def _follow_patterns(self, program: MixedProgram, cost: np.ndarray, x: np.ndarray | None, dims: np.ndarray,
+    def _follow_patterns(self, program: MixedProgram, cost: np.ndarray, keep: np.ndarray,
+                         full: Callable[[np.ndarray], np.ndarray], x: np.ndarray | None, dims: np.ndarray,
                          target: np.ndarray, deadline: Deadline) -> np.ndarray | None:
         """From input x: fix the network's phases at x, take the LP's least-violation point, repeat
-        (PATTERN_ROUNDS times); the first input that meets the target, or None."""
+        (PATTERN_ROUNDS times); the first input that meets the target, or None. (`program` holds
+        the columns of `keep`; `full` maps its solutions to inputs.)"""
         p = self.prefix
         for _ in range(PATTERN_ROUNDS):
             if x is None or deadline.passed():
                 return None
             if self._meets(x, dims, target):
                 return x
-            phases = np.zeros(program.n_cols)
+            phases = np.zeros(len(keep))
             phases[:p.program.n_cols] = p.phases_at(x)
+            phases = phases[keep]
             fixed = MixedProgram(program.A, program.row_lower, program.row_upper,
                                  np.where(program.integral, phases, program.col_lower),
                                  np.where(program.integral, phases, program.col_upper), program.integral)
             v = lp_minimum(fixed, cost, deadline.left()).point
-            x = None if v is None else p.input_of(v)
+            x = None if v is None else full(v)
         return x if x is not None and self._meets(x, dims, target) else None
 
     def _meets(self, x: np.ndarray, dims: np.ndarray, target: np.ndarray) -> bool:
@@ -162,7 +175,9 @@ class BackMapper:
                 n, column = p.program.n_cols, p.columns[dims[i]]
                 c = np.zeros(2 * n)
                 c[column], c[n + column] = sign, -sign                      # sign (y - y')
-                status, v = prove_above(pair, c, -limits[i], time.perf_counter() + deadline.left(), nodes)
+                cone = p.cone(p.columns[dims[i:i + 1]])
+                status, v = prove_above(pair, c, -limits[i], time.perf_counter() + deadline.left(), nodes,
+                                        np.concatenate([cone, cone]))
                 if status == "reached" and self._sampled_witness([(q, sp)], dims[i:i + 1], limits[i:i + 1],
                                                                  p.input_of(v[:n])[None]):
                     return "fails"

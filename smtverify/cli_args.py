@@ -230,7 +230,8 @@ def _add_search(command: Command) -> None:
     search.add_argument("--rounds", type=int, default=1, help="DLV rounds: add --features features per round")
     search.add_argument("--paths", type=int, default=1, help="points kept per round (1 single-path, more multi-path)")
     search.add_argument("--layer", help="search at this hidden layer (an ONNX node output, see `smtverify info`): the "
-                        "input grid's region is propagated to it and its misclassified grid points back-mapped by Z3")
+                        "input grid's region is propagated to it and its misclassified grid points back-mapped to inputs (HiGHS; "
+                        "spurious only with a certified proof)")
     search.add_argument("--hidden-features", type=int, default=3, help="--layer: hidden dimensions in its grid "
                         "(DLV's activation heuristic; default 3)")
     search.add_argument("--candidates", type=int, default=16, help="--layer: at most this many misclassified hidden "

@@ -12,8 +12,10 @@ items 4 and 6).
 - eta_k, the region of the layer (condition 1, containment): sound bounds of the layer's values
   over eta_0 (`BoundPropagator`), tightened for the chosen hidden dimensions by certified LP bounds
   (only where tighter), so eta_k always contains the image of eta_0.
-- The hidden dimensions are the layer's best by DLV's activation heuristic among those the moved
-  inputs can change at all (a constant dimension's grid would be one point); each gets the span
+- The hidden dimensions are the layer's best by DLV's activation heuristic (or, with heuristic
+  "gradient", by |d margin / d value| x the value's range over eta_0: those that could move the
+  decision most) among those the moved inputs can change at all (a constant dimension's grid would
+  be one point); each gets the span
   sp_p = max(a_p - lo_p, hi_p - a_p) / m, so its 2m+1 grid values cover eta_k along p (clipped).
 - Condition 2 (refinement), restricted to the chosen dimensions: one input manipulation step moves
   each chosen hidden dimension by at most its span plus a tolerance: "holds" proven by branch and
@@ -40,6 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import confirm
+from .attack import gradient
 from .back_mapping import BackMapper
 from .bounds import BoundPropagator
 from .budget import Deadline
@@ -70,7 +73,8 @@ class HiddenSettings:
     region_timeout: float = 2.0        # seconds for tightening eta_k
     refinement_timeout: float = 5.0
     tolerance: float = 0.0             # refinement: allowed excess over one hidden span
-    nodes: int = 64                    # branch-and-bound nodes per proof
+    nodes: int = 512                   # branch-and-bound nodes per proof (the time limits come first)
+    heuristic: str = "activation"      # hidden dimensions: DLV's activation heuristic, or "gradient" (see _margin_ranking)
 
 
 @dataclass
@@ -144,6 +148,9 @@ class HiddenLayerSearch:
         self.network, self.settings = network, settings
         self.chain = chain_of(network)
         self.stop = boundary(self.chain, settings.layer)
+        if settings.heuristic not in ("activation", "gradient"):
+            raise SmtVerifyError(f"unknown hidden-layer heuristic '{settings.heuristic}'; use activation or gradient",
+                                 field="heuristic")
         self.reports: list[HiddenReport] = []
         self.deadline = Deadline()         # the current search's
 
@@ -162,7 +169,8 @@ class HiddenLayerSearch:
         prefix = prefix_program(self.chain, bounds, self.stop)
         mapper = BackMapper(prefix, s.nodes)
         base = prefix.chain.forward(manipulation.original.reshape(1, -1).astype(np.float64))[0]
-        ranking = activation_ranking(self.network, manipulation.original, s.layer)
+        ranking = activation_ranking(self.network, manipulation.original, s.layer) if s.heuristic == "activation" \
+            else self._margin_ranking(base, label, prefix.upper - prefix.lower)
         dims = ranking[np.argsort(prefix.columns[ranking] < 0, kind="stable")][:s.features]   # movable ones first
         clock = _Clock()
         lower, upper, tightened = mapper.region(dims, self._budget(s.region_timeout))
@@ -211,6 +219,17 @@ class HiddenLayerSearch:
     def _budget(self, limit: float) -> Deadline:
         """A query's deadline: its own limit from now, or the search's if sooner."""
         return Deadline.after(limit).sooner(self.deadline)
+
+    def _margin_ranking(self, base: np.ndarray, label: int, width: np.ndarray) -> np.ndarray:
+        """The layer's dimensions by how far moving each across eta_k could move the label's margin
+        over the runner-up, to first order: |d margin / d value| x the width of its bounds."""
+        suffix = Chain(self.network, self.chain.steps[self.stop:], False)
+        logits = suffix.forward(base[None])[0]
+        direction = np.zeros(len(logits))
+        direction[label] = 1.0
+        direction[int(np.argmax(np.where(np.arange(len(logits)) == label, -np.inf, logits)))] = -1.0
+        score = np.abs(gradient(suffix, base, direction)[0]) * width
+        return np.argsort(-score, kind="stable")
 
     def _suffix(self, values: np.ndarray) -> np.ndarray:
         for step in self.chain.steps[self.stop:]:

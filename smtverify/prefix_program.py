@@ -55,6 +55,28 @@ class PrefixProgram:
     box_upper: np.ndarray
     chain: Chain                 # steps 0..stop-1
     phases: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]   # per 0/1 block: see phases_at
+    col_step: np.ndarray         # per column: 0 for an input, k + 1 for one step k made
+
+    def cone(self, columns: np.ndarray) -> np.ndarray:
+        """Per column, whether the given columns' values depend on it: the columns of every row that
+        defines one of them (a row defines the columns of its latest step), and so on back to the
+        inputs. Branching only on the 0/1 columns of this cone is enough: with those integral, the
+        given columns hold the network's own values at the program's input."""
+        A = self.program.A.tocoo()
+        step = self.col_step[A.col]
+        row_step = np.full(A.shape[0], -1)
+        np.maximum.at(row_step, A.row, step)
+        defining = step == row_step[A.row]
+        inside = np.zeros(self.program.n_cols, bool)
+        inside[columns] = True
+        while True:
+            rows = np.zeros(A.shape[0], bool)
+            rows[A.row[defining & inside[A.col]]] = True
+            grown = inside.copy()
+            grown[A.col[rows[A.row]]] = True
+            if np.array_equal(grown, inside):
+                return inside
+            inside = grown
 
     def phases_at(self, x: np.ndarray) -> np.ndarray:
         """The 0/1 columns' values (other entries 0) on the network's own run on input x: a block (k, columns, neurons,
@@ -85,6 +107,8 @@ class _Builder:
         self.col_lower: list[float] = []
         self.col_upper: list[float] = []
         self.integral: list[bool] = []
+        self.col_step: list[int] = []      # per column: 0 for an input, k + 1 for one step k made
+        self.step = 0
         self.entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []   # (rows, cols, values)
         self.row_lower: list[np.ndarray] = []
         self.row_upper: list[np.ndarray] = []
@@ -95,6 +119,7 @@ class _Builder:
         self.col_lower += list(lower)
         self.col_upper += list(upper)
         self.integral += [integral] * len(lower)
+        self.col_step += [self.step] * len(lower)
         return np.arange(first, first + len(lower))
 
     def rows(self, terms: list[tuple[np.ndarray, np.ndarray | float]], lower: np.ndarray | float,
@@ -132,6 +157,7 @@ def prefix_program(chain: Chain, bounds: ChainBounds, stop: int) -> PrefixProgra
     phases: list = []
     input_columns = column[inputs].copy()
     for k, step in enumerate(chain.steps[:stop]):
+        build.step = k + 1
         lo, hi = bounds.lower[k][0], bounds.upper[k][0]
         out_lo, out_hi = bounds.lower[k + 1][0], bounds.upper[k + 1][0]
         if step.linear:
@@ -145,7 +171,8 @@ def prefix_program(chain: Chain, bounds: ChainBounds, stop: int) -> PrefixProgra
                                            f"max-pool steps, not {type(step).__name__}",
                                            file=chain.network.path, node=(step.layers or ["?"])[0])
     return PrefixProgram(build.program(), inputs, input_columns, column, bounds.lower[stop][0],
-                         bounds.upper[stop][0], box_lo, box_hi, chain.prefix(stop), phases)
+                         bounds.upper[stop][0], box_lo, box_hi, chain.prefix(stop), phases,
+                         np.array(build.col_step, dtype=np.int64))
 
 
 def _affine(build: _Builder, step, column: np.ndarray, lo: np.ndarray, hi: np.ndarray, out_lo: np.ndarray,

@@ -34,11 +34,11 @@ def cnn():
     return network, resources.test_images("mnist_cnn")
 
 
-def _search(network, x, label, layer, hidden_features=2, pixels=PIXELS):
+def _search(network, x, label, layer, hidden_features=2, pixels=PIXELS, heuristic="activation"):
     settings = SearchSettings(span=SPAN, steps=STEPS, features=pixels, heuristic="gradient", collect_all=True,
                               layer=layer, hidden=HiddenSettings(layer, features=hidden_features, steps=STEPS,
                                                                  refinement_timeout=0.3, candidates=8,
-                                                                 candidate_timeout=1.0))
+                                                                 candidate_timeout=1.0, heuristic=heuristic))
     return dlv_search(network, x, label, settings)
 
 
@@ -97,6 +97,15 @@ def test_spurious_verdicts_carry_proofs_that_samples_respect(cnn):
             # a certified least violation: no input of eta_0 comes closer to the point than it
             violation = np.abs(values - np.array(record["point"])).sum(axis=1)
             assert record["proof"] != "lp" or violation.min() >= record["bound"] > 0
+
+
+def test_gradient_heuristic_picks_movable_dimensions(cnn):
+    network, data = cnn
+    x, label = data.images[0], int(data.labels[0])
+    hidden = _search(network, x, label, "relu3", hidden_features=3, heuristic="gradient").hidden[0]
+    lo, hi = _region(network, x, label)
+    values = _hidden_values(network, "relu3", _samples(lo, hi, 200, 6))[:, hidden.dims]
+    assert len(hidden.dims) == 3 and np.all(values.max(axis=0) > values.min(axis=0))   # each moves over eta_0
 
 
 def test_prefix_program_holds_the_networks_runs(cnn):
