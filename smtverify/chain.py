@@ -44,6 +44,11 @@ class Chain:
         part.n_outputs = self.steps[stop - 1].size if stop else self.n_inputs
         return part
 
+    @property
+    def splittable(self) -> bool:
+        """Whether some step has a phase to split on (a kink)."""
+        return any(step.splittable for step in self.steps)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (B, n_inputs) -> (B, n_outputs), in float64."""
         for step in self.steps:

@@ -84,7 +84,10 @@ class RoundingAllowance:
         """After pushing Lam_out back through nonlinear step k (giving the new const). The new
         coefficients are Lam_out's times slopes in [0, 1] (or routed, for max-pooling), so their
         1-norm is at most Lam_out's; the relaxation's own rounded sides cost its slope and offset."""
-        slope, offset = map(self.pick, self.bounds.scale(relaxation))
+        self.lines(*map(self.pick, self.bounds.scale(relaxation)), k, Lam_out, const)
+
+    def lines(self, slope: np.ndarray, offset: np.ndarray, k: int, Lam_out: np.ndarray, const: np.ndarray) -> None:
+        """nonlinear(), given the largest slope and offset of the lines used per box (or row set), (B, 1)."""
         magnitude = self.pick(self.bounds.magnitude(k))
         norm = self.next_norm if self.next_norm is not None else norms(Lam_out)
         self.total += gamma(Lam_out.shape[2]) * (norm * ((1 + slope) * magnitude + offset) + np.abs(const))

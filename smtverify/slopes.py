@@ -40,8 +40,14 @@ class SlopeSettings:
 
 
 def supports(chain: Chain) -> bool:
-    """Whether every step is affine or a kink (whose lower-side slopes are what is optimised)."""
-    return all(s.linear or s.splittable for s in chain.steps)
+    """Whether every step is affine or has sides to optimise (a kink's lower side; Sigmoid's and
+    Tanh's two, each line's offset following its slope)."""
+    return all(s.linear or s.optimised_sides for s in chain.steps)
+
+
+def upper_key(k: int) -> tuple[str, int]:
+    """The key of step k's upper-side slopes among an ascent's slopes (its lower side's is k)."""
+    return ("upper", k)
 
 
 @dataclass
@@ -185,10 +191,28 @@ class SlopeOptimiser:
                                      allowance=False, deadline=deadline)
         return bound
 
-    def _initial_slopes(self, bounds: ChainBounds, k: int, rows: int) -> np.ndarray:
-        """CROWN's slopes, per row (rows are optimised apart)."""
-        slope = bounds.relaxations[k].lower_slope
+    def _initial_slopes(self, bounds: ChainBounds, k: int, rows: int, side: str = "lower") -> np.ndarray:
+        """The relaxation's own slopes of one side, per row (rows are optimised apart)."""
+        slope = getattr(bounds.relaxations[k], f"{side}_slope")
         return np.broadcast_to(slope[:, None, :], (slope.shape[0], rows, slope.shape[1])).copy()
+
+    def _through_lines(self, bounds: ChainBounds, k: int, Lam: np.ndarray, const: np.ndarray,
+                       slopes: dict, error: RoundingAllowance) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """Back through step k whose two sides are both optimised (Sigmoid, Tanh): each row's own
+        lines, each offset the sound one for its slope (so every slope is sound). Returns the
+        coefficients and constant, and what the gradient needs: the output coefficients, and each
+        side's offsets and touching points (minus the offsets' derivatives in the slopes)."""
+        step = self.chain.steps[k]
+        lo, hi = bounds.lower[k][:, None, :], bounds.upper[k][:, None, :]
+        lower, upper = slopes[k], slopes[upper_key(k)]
+        lower_offset, lower_point = (v.astype(Lam.dtype) for v in step.offset_and_point(lower, lo, hi, below=True))
+        upper_offset, upper_point = (v.astype(Lam.dtype) for v in step.offset_and_point(upper, lo, hi, below=False))
+        positive, negative = np.maximum(Lam, 0.0), np.minimum(Lam, 0.0)
+        const = const + np.sum(positive * lower_offset + negative * upper_offset, axis=2)
+        steepest = np.maximum(lower, upper).max(axis=(1, 2))[:, None]
+        largest = np.maximum(np.abs(lower_offset), np.abs(upper_offset)).max(axis=(1, 2))[:, None]
+        error.lines(steepest, largest, k, Lam, const)
+        return positive * lower + negative * upper, const, (Lam, lower_offset, lower_point, upper_offset, upper_point)
 
     def bound_and_gradient(self, bounds: ChainBounds, Lam: np.ndarray, slopes: dict[int, np.ndarray], end: int,
                            terms: "dict[int, np.ndarray] | None" = None, exact: bool = True,
@@ -204,7 +228,7 @@ class SlopeOptimiser:
         steps = self.chain.steps
         const = np.zeros(Lam.shape[:2], dtype=Lam.dtype)
         error = RoundingAllowance(bounds, Lam.shape[:2])
-        seen: dict[int, np.ndarray] = {}
+        seen: dict[int, object] = {}      # per nonlinear step, what the gradient pass needs
         for k in range(end - 1, -1, -1):
             step = steps[k]
             if step.linear:
@@ -212,6 +236,8 @@ class SlopeOptimiser:
                 error.affine(self.propagator.signed(step), k, Lam, const)
                 const = const + Lam @ b
                 Lam = right_product(Lam, W)
+            elif not step.splittable:
+                Lam, const, seen[k] = self._through_lines(bounds, k, Lam, const, slopes, error)
             else:
                 r = bounds.relaxations[k]
                 positive, negative = np.maximum(Lam, 0.0), np.minimum(Lam, 0.0)
@@ -235,6 +261,11 @@ class SlopeOptimiser:
             if step.linear:
                 W, b = (step.W, step.b) if exact else self._single[k]
                 G = right_product(G, W.T) + b
+            elif not step.splittable:
+                Lam_out, lower_offset, lower_point, upper_offset, upper_point = seen[k]
+                grad_slopes[k] = np.maximum(Lam_out, 0.0) * (G - lower_point)
+                grad_slopes[upper_key(k)] = np.minimum(Lam_out, 0.0) * (G - upper_point)
+                G = np.where(Lam_out > 0, G * slopes[k] + lower_offset, G * slopes[upper_key(k)] + upper_offset)
             else:
                 r = bounds.relaxations[k]
                 if k in terms:
@@ -263,7 +294,7 @@ class _Ascent:
     M: np.ndarray | None                 # (B, R, Q) objective rows as combinations of base rows (None: those rows)
     free: np.ndarray | None
     slopes: dict[int, np.ndarray]
-    floors: dict[int, float]             # each kink's least lower-side slope (its slope below 0)
+    limits: dict                         # each side's least and greatest slope (a kink's: its slope below 0, and 1), and step scale
     unstable: dict[int, np.ndarray]
     signs: dict[int, np.ndarray]
     betas: dict[int, np.ndarray]
@@ -278,11 +309,12 @@ class _Ascent:
     def begin(cls, optimiser: "SlopeOptimiser", bounds: ChainBounds, objective: Objective, end: int,
               splits: "dict[int, np.ndarray] | None", start: SlopeSolution | None) -> "_Ascent":
         B = bounds.box_lower.shape[0]
-        relus = [k for k in range(end) if optimiser.chain.steps[k].splittable]
+        steps = optimiser.chain.steps
+        sides = {k if side == "lower" else upper_key(k): (k, side) for k in range(end) for side in steps[k].optimised_sides}
         M = objective.M.astype(np.float32) if objective.M is not None else None
         R = M.shape[1] if M is not None else len(objective.b)
-        unstable = {k: ((bounds.lower[k] < 0) & (bounds.upper[k] > 0))[:, None, :] for k in relus}
-        slopes = {k: optimiser._initial_slopes(bounds, k, R) for k in relus}
+        unstable = {key: steps[k].loose(bounds.lower[k], bounds.upper[k])[:, None, :] for key, (k, _) in sides.items()}
+        slopes = {key: optimiser._initial_slopes(bounds, k, R, side) for key, (k, side) in sides.items()}
         if start is not None:
             slopes = {k: np.where(unstable[k], start.slopes[k], slope) if k in start.slopes else slope
                       for k, slope in slopes.items()}
@@ -292,10 +324,10 @@ class _Ascent:
             betas = {k: np.where(signs[k] != 0, start.betas[k], 0.0) if k in start.betas else beta
                      for k, beta in betas.items()}
         free = objective.free if objective.free is not None and np.any(objective.free) else None
-        adam = _Adam([*relus, "mix", *(("beta", k) for k in signs)])
+        adam = _Adam([*sides, "mix", *(("beta", k) for k in signs)])
         single = np.float32
-        floors = {k: optimiser.chain.steps[k].negative_slope for k in relus}
-        return cls(_in_float32(bounds), M, free, _cast(slopes, single), floors, unstable, _cast(signs, single),
+        limits = {key: (*steps[k].slope_limits(), steps[k].slope_step) for key, (k, _) in sides.items()}
+        return cls(_in_float32(bounds), M, free, _cast(slopes, single), limits, unstable, _cast(signs, single),
                    _cast(betas, single), adam, np.arange(B), objective.A.astype(single), objective.b.astype(single))
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +358,8 @@ class _Ascent:
         """One projected Adam step of the slopes, multipliers and combination weights."""
         for k in self.slopes:
             step = self.adam.step(k, np.where(self.unstable[k], grad_slopes[k], 0.0))
-            self.slopes[k] = np.clip(self.slopes[k] + s.step_size * step, self.floors[k], 1.0)
+            floor, ceiling, scale = self.limits[k]
+            self.slopes[k] = np.clip(self.slopes[k] + s.step_size * scale * step, floor, ceiling)
         for k in self.signs:
             step = self.adam.step(("beta", k), grad_terms[k] * self.signs[k])
             self.betas[k] = np.maximum(self.betas[k] + s.beta_step_size * step, 0.0)

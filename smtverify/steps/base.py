@@ -25,6 +25,8 @@ class Step(ABC):
     splittable: ClassVar[bool] = False      # a kink at 0 that branch and bound splits on (its phase)
     tightened: ClassVar[bool] = False       # its relaxation follows its input's bounds neuron by neuron, so the
                                             # bounds back-substitute its loose neurons before relaxing them
+    optimised_sides: ClassVar[tuple[str, ...]] = ()   # the relaxation's sides whose slopes slopes.py optimises
+    slope_step: ClassVar[float] = 1.0       # ... scaling its ascent's step (SlopeSettings.step_size)
     exact_encoding: ClassVar[bool] = True   # the Z3 and LP encodings are exact, not enclosures
     size: int
     layers: list[str]

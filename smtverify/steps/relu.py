@@ -25,6 +25,7 @@ class Kink(Elementwise):
     negative_slope: float = 0.0
     splittable: ClassVar[bool] = True
     tightened: ClassVar[bool] = True
+    optimised_sides: ClassVar[tuple[str, ...]] = ("lower",)     # any line through 0 of slope in [a, 1]
 
     def __post_init__(self) -> None:
         """The relaxations need a convex, non-decreasing kink (a in [0, 1]); the slope ascent
@@ -76,6 +77,10 @@ class Kink(Elementwise):
         if np.any(flat != relaxation.lower_slope):    # else the second pass would repeat the first
             return relaxation.with_lower_slope(flat)
         return None
+
+    def slope_limits(self) -> tuple[float, float]:
+        """The slopes a lower side through 0 may take."""
+        return self.negative_slope, 1.0
 
     # ----- Z3 ------------------------------------------------------------------------------
     def inactive_term(self, z):

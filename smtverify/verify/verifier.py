@@ -4,8 +4,9 @@ Order of work per case, cheapest first (METHOD 4-5): sound bounds on the whole b
 back-substitution (a fraction of a second: an easy case ends here) -> falsification (random
 points, PGD) -> the root's bounds with optimised slopes -> branch and bound (input splitting where
 the input is low-dimensional, ReLU splitting otherwise), with the LP and Z3 deciding the leaves
-that bounds leave open. Every
-candidate counterexample is confirmed by the independent executor before it is reported.
+that bounds leave open. A high-dimensional case of a chain with no kink to split (Sigmoid, Tanh)
+has its optimised root deepened instead, round after round. Every candidate counterexample is
+confirmed by the independent executor before it is reported.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from . import falsify, input_split, lp_split, relu_split
 from .context import Job, Tools
 from .objective import UnsafeRows, order_only
 from .outcome import OUT_OF_TIME, PROVEN, Decision, Statistics, Why, found, stopped
-from .root import bound_root, plain_root
+from .root import bound_root, deepened_root, plain_root
 from .progress import Listener, ProgressReporter
 from .settings import Settings
 
@@ -82,6 +83,7 @@ class Verifier:
         if not case.unsafe or any(len(c.b) == 0 for c in case.unsafe):
             return _decide_trivial(job)
         rows = UnsafeRows.of(case)
+        free = int(np.sum(case.box.upper > case.box.lower))
         job.report("root bounds")
         root, margin = plain_root(job, rows, deadline)
         if margin <= 0:
@@ -91,16 +93,17 @@ class Verifier:
                 return found(counterexample)
             job.report("root bounds")
             root, margin = bound_root(job, rows, root, margin, deadline)
+        if margin <= 0 and not self.chain.splittable and free > settings.input_split.max_dims:
+            root, margin = deepened_root(job, rows, root, margin, deadline)     # nothing to split
         if margin > 0:
             stats.leaves += 1
             stats.min_margin = min(stats.min_margin, margin)
             return PROVEN
         if time.perf_counter() > deadline:        # the root's bounds were cut short: nothing proven
             return OUT_OF_TIME
-        free = int(np.sum(case.box.upper > case.box.lower))
         if 0 < free <= settings.input_split.max_dims:      # a single point: nothing to split but ReLUs
             return input_split.split_with_lp(job, rows, root, deadline)
-        if self.tools.slope_optimiser is not None and settings.relu_split.batched:
+        if self.tools.slope_optimiser is not None and settings.relu_split.batched and self.chain.splittable:
             return relu_split.split_refined(job, root, deadline)
         return lp_split.split(job, rows, root, deadline)
 
