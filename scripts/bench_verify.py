@@ -13,7 +13,7 @@ with --markdown updates that suite's table in docs/benchmarks.md (the command, t
 commit). A wrong answer or an error is printed loudly and makes the exit status non-zero.
 
     python scripts/bench_verify.py [--suites acasxu mnistfc ...] [--sample N | --sample suite=N ...]
-                                   [--timeout-scale F] [--marabou] [--markdown docs/benchmarks.md]
+                                   [--match TEXT] [--timeout-scale F] [--marabou] [--markdown docs/benchmarks.md]
                                    [--out results/bench_verify.json]
 """
 from __future__ import annotations
@@ -152,7 +152,8 @@ def counts(outcome) -> dict:
 
 def run_suite(suite: str, args: argparse.Namespace, size: int | None, folder: Path) -> tuple[list, list[dict]]:
     """One suite: (its instances, the summary tables of smtverify and, if asked, Marabou)."""
-    everything = read_instances(SHARED / suite / "instances.csv")
+    everything = [i for i in read_instances(SHARED / suite / "instances.csv")
+                  if not args.match or args.match in f"{i.onnx} {i.vnnlib}"]
     instances = pick(everything, size)
     expected = [i.expected for i in instances]
     timeouts = [i.timeout * args.timeout_scale for i in instances]
@@ -193,6 +194,8 @@ def main() -> int:
     parser.add_argument("--suites", nargs="+", help="default: every VNN-LIB suite under ../shared/benchmarks")
     parser.add_argument("--sample", nargs="+", metavar="[SUITE=]N",
                         help="an evenly spread sample of N instances (of every suite, or of the one named)")
+    parser.add_argument("--match", help="only the instances whose network or property path contains this text "
+                                        "(e.g. SIGMOID: eran's Sigmoid half)")
     parser.add_argument("--timeout-scale", type=float, default=1.0)
     parser.add_argument("--marabou", action="store_true", help="also run Marabou (needs maraboupy)")
     parser.add_argument("--markdown", help="update each suite's table in this file (docs/benchmarks.md)")
