@@ -10,11 +10,13 @@ import os
 import sys
 from contextlib import contextmanager
 from collections import Counter
-from typing import IO, Callable, ContextManager, Iterator
+from typing import IO, TYPE_CHECKING, Callable, ContextManager, Iterator
 
-from .batch import OUTCOMES, BatchSummary, Item
-from .search import GridListener
 from .verify.progress import Listener, Snapshot
+
+if TYPE_CHECKING:      # (their modules import the search engines: `vnnlib` and `certify` need neither)
+    from .batch import BatchSummary, Item
+    from .search import GridListener
 
 
 def wanted(quiet: bool, stream: IO[str] | None = None) -> bool:
@@ -114,6 +116,8 @@ def search_progress(enabled: bool, stream: IO[str] | None = None, interval: floa
 def batch_progress(enabled: bool, total: int, done: int = 0, stream: IO[str] | None = None
                    ) -> ContextManager[Callable[[Item, BatchSummary], None] | None]:
     """A listener drawing a batch's items done out of `total` and its outcome counts so far."""
+    from .batch import OUTCOMES
+
     def listener_of(lazy: _LazyBar) -> Callable[[Item, BatchSummary], None]:
         def show(item: Item, summary: BatchSummary) -> None:
             bar = lazy.open(total=total, initial=done, unit="item",
