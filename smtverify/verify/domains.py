@@ -35,6 +35,7 @@ class Node:
     layers: LayerBounds
     values: np.ndarray | None = None       # None in LP ReLU splitting, which keeps no row bounds
     warm: Warm | None = None
+    leaf_limit: float | None = None        # seconds for its Z3 leaf (None: Settings.leaves.first_timeout)
 
 
 @dataclass

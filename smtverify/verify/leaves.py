@@ -29,12 +29,14 @@ def box_leaf(job: Job, bounds: ChainBounds, index: int, lo: np.ndarray, hi: np.n
 
 
 def z3_leaf(job: Job, bounds: ChainBounds, index: int, lo: np.ndarray, hi: np.ndarray, deadline: float,
-            decisions: list[PhaseDecision] = ()) -> Decision:
-    """Z3 decides box `index` of `bounds` within Settings.leaves.timeout: proven, a confirmed
-    counterexample, or open: out of time when the case's deadline was the limit that stopped Z3
-    or left too little to ask it; undecided when the leaf's own limit did (more time for the case
-    would not change that: a 6x200 Sigmoid net's leaf needs about 36 s to set up, beyond 20 s)."""
-    leaf_deadline = min(deadline, time.perf_counter() + job.settings.leaves.timeout)
+            decisions: list[PhaseDecision] = (), limit: float | None = None) -> Decision:
+    """Z3 decides box `index` of `bounds` within `limit` seconds (default Settings.leaves.timeout):
+    proven, a confirmed counterexample, or open: out of time when the case's deadline was the limit
+    that stopped Z3 or left too little to ask it; undecided when the leaf's own limit did (more time
+    for the case would not change that: a 6x200 Sigmoid net's leaf needs about 36 s to set up,
+    beyond 20 s)."""
+    limit = job.settings.leaves.timeout if limit is None else limit
+    leaf_deadline = min(deadline, time.perf_counter() + limit)
     step_bounds = [(l[index], u[index]) for l, u in zip(bounds.lower, bounds.upper)]
     outcome = job.tools.leaf_solver.solve(job.case.unsafe, lo, hi, step_bounds, decisions, leaf_deadline,
                                           lambda model: falsify.near_model(job, model, lo, hi))

@@ -84,6 +84,7 @@ class LeafSettings:
 
     relus: int = 10                 # ReLU splitting: Z3 decides a domain with at most this many unstable ReLUs
     timeout: float = 20.0           # seconds per Z3 leaf
+    first_timeout: float = 1.0      # ReLU splitting: a domain's first Z3 call; its children's twice their parent's
     max_leaves: int = 200_000       # closed leaves after which a search gives up (UNKNOWN)
 
 
