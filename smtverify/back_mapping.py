@@ -152,7 +152,8 @@ class BackMapper:
                    lower: np.ndarray, upper: np.ndarray, tolerance: float, deadline: Deadline) -> str:
         """Condition 2 on the chosen dimensions (eta_k = [lower, upper] on them): holds | fails | unknown.
         Witnesses are looked for first among SAMPLES random pairs per input dimension (cheap, numpy),
-        then every question's root LP is tried before any is branched on."""
+        then every question's root LP is tried before any is branched on, each on the pair program
+        restricted to its dimension's cone (fewer rows: a relaxation, so a proof on it stands)."""
         p = self.prefix
         limits = span + tolerance
         open_ = [i for i in range(len(dims)) if upper[i] - lower[i] > limits[i]]   # else it cannot move further
@@ -165,22 +166,26 @@ class BackMapper:
         if any(p.columns[dims[i]] < 0 for i in open_):
             return "unknown"
         pending = [(q, sp, i, sign) for q, sp in steps for i in open_ for sign in (1.0, -1.0)]
-        pairs: dict[int, MixedProgram] = {}
+        pairs: dict[tuple[int, int], tuple[MixedProgram, np.ndarray]] = {}
+        n = p.program.n_cols
         for nodes in (1, self.nodes):                  # every root first, then branch and bound
             still = []
             for q, sp, i, sign in pending:
                 if deadline.passed():
                     return "unknown"
-                pair = pairs.get(q) or pairs.setdefault(q, self._pair(q, sp))
-                n, column = p.program.n_cols, p.columns[dims[i]]
+                if (q, i) not in pairs:                # the pair on the cone of dimension i alone
+                    cone = p.cone(p.columns[dims[i:i + 1]])
+                    keep = np.concatenate([cone, cone])
+                    pairs[q, i] = self._pair(q, sp).restricted(keep), keep
+                pair, keep = pairs[q, i]
                 c = np.zeros(2 * n)
-                c[column], c[n + column] = sign, -sign                      # sign (y - y')
-                cone = p.cone(p.columns[dims[i:i + 1]])
-                status, v = prove_above(pair, c, -limits[i], time.perf_counter() + deadline.left(), nodes,
-                                        np.concatenate([cone, cone]))
-                if status == "reached" and self._sampled_witness([(q, sp)], dims[i:i + 1], limits[i:i + 1],
-                                                                 p.input_of(v[:n])[None]):
-                    return "fails"
+                c[p.columns[dims[i]]], c[n + p.columns[dims[i]]] = sign, -sign     # sign (y - y')
+                status, v = prove_above(pair, c[keep], -limits[i], time.perf_counter() + deadline.left(), nodes)
+                if status == "reached":
+                    point = np.zeros(2 * n)
+                    point[keep] = v
+                    if self._sampled_witness([(q, sp)], dims[i:i + 1], limits[i:i + 1], p.input_of(point[:n])[None]):
+                        return "fails"
                 if status != "proved":
                     still.append((q, sp, i, sign))
             pending = still
