@@ -8,7 +8,7 @@ items 4 and 6).
   only per undecided phase. Every query below is on it, solved by HiGHS and trusted only where
   certified by weak duality (mixed_program.py, back_mapping.py); no Z3 query encodes the
   thousands of constant conv neurons any more (on the bundled MNIST CNN with 8 pixels at relu3,
-  7,000+ neurons came down to about 1,600 columns and 286 0/1 columns).
+  7,000+ neurons come down to 1,600-2,000 columns, 300-700 of them 0/1).
 - eta_k, the region of the layer (condition 1, containment): sound bounds of the layer's values
   over eta_0 (`BoundPropagator`), tightened for the chosen hidden dimensions by certified LP bounds
   (only where tighter), so eta_k always contains the image of eta_0.

@@ -3,8 +3,9 @@
 A DLV input region eta_0 moves a few input dimensions and fixes the rest at the image, so most
 neurons of a conv net do not depend on the moved ones at all: they are constants. And of those
 that do, most have a phase the sound bounds over eta_0 (bounds.BoundPropagator) already decide. On
-the bundled MNIST CNN with 8 moved pixels, 7,000+ neurons before relu3 come down to about 2,200
-columns and 53 unstable ReLUs. So the program has a column only for each neuron that depends on
+the bundled MNIST CNN with 8 moved pixels of examples/digit.png (span 0.25, m = 2), 7,000+ neurons
+before relu3 come down to about 1,600 columns, 286 of them 0/1 (53 unstable ReLUs, the rest max-pool
+choices). So the program has a column only for each neuron that depends on
 a moved input, a 0/1 column only where a phase (a ReLU's, or which input wins a max-pool window)
 is undecided, and:
 
