@@ -84,7 +84,7 @@ class Statistics:
     leaves_before_refining: int | None = None
     refine_seconds: float | None = None
     open_domains: int | None = None      # ReLU splitting stopped: domains left open ...
-    worst_open_margin: float | None = None   # ... and the worst lower bound of their margins
+    worst_open_margin: float | None = None   # ... and the worst lower bound of their margins (or the root's)
     proven_share: float | None = None    # input splitting: the share of the case's box proven safe
     # Kept for the engines, not reported.
     min_margin: float = np.inf           # the smallest margin that closed a leaf

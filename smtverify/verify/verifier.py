@@ -20,7 +20,7 @@ from ..network import Network
 from ..runtime import one_blas_thread
 from ..verdict import SAFE_GUARANTEE, UNSAFE_GUARANTEE, Result, Verdict
 from ..vnnlib import Property
-from . import falsify, input_split, lp_split, relu_split
+from . import falsify, input_split, leaves, lp_split, relu_split
 from .context import Job, Tools
 from .objective import UnsafeRows, order_only
 from .outcome import OUT_OF_TIME, PROVEN, Decision, Statistics, Why, found, stopped
@@ -103,6 +103,9 @@ class Verifier:
             return OUT_OF_TIME
         if 0 < free <= settings.input_split.max_dims:      # a single point: nothing to split but ReLUs
             return input_split.split_with_lp(job, rows, root, deadline)
+        if not self.chain.splittable:        # no kink to split (Sigmoid, Tanh): Z3 on the whole box is left
+            stats.worst_open_margin = round(float(margin), 6)
+            return leaves.z3_leaf(job, root, 0, case.box.lower, case.box.upper, deadline)
         if self.tools.slope_optimiser is not None and settings.relu_split.batched and self.chain.splittable:
             return relu_split.split_refined(job, root, deadline)
         return lp_split.split(job, rows, root, deadline)
@@ -130,6 +133,7 @@ def _open_reason(decision: Decision, stats: Statistics, number: int, cases: int)
         return (f"ReLU splitting had closed {stats.leaves} domains of case {number} of "
                 f"{cases} and left {stats.open_domains} open when it stopped")
     if decision.why is Why.UNDECIDED:
+        margin = "" if stats.worst_open_margin is None else f" (the bounds' margin: {stats.worst_open_margin:g})"
         return (f"case {number} of {cases}: nothing was left to split and Z3 could not decide what was left "
-                f"within its limit per leaf")
+                f"within its limit per leaf{margin}")
     return ""
