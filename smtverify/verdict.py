@@ -33,9 +33,10 @@ GRID_GUARANTEE = ("exhaustive on the grid: every grid point evaluated (float32 e
                   "near-tie point re-run by onnxruntime in float32 and numpy in float32 and float64); nothing is "
                   "claimed between grid points")
 HIDDEN_GRID_GUARANTEE = ("exhaustive on the hidden-layer grid (the layers after it in float64 numpy, the hidden region "
-                         "sound: propagated bounds tightened by Z3 optima): no grid point is misclassified, or every "
-                         "one that is has no input in the input region reaching it on the chosen dimensions (Z3 "
-                         "unsat, exact rationals); nothing is claimed about the inputs themselves")
+                         "sound: propagated bounds tightened by LP bounds certified by weak duality): no grid point is "
+                         "misclassified, or every one that is has no input in the input region reaching it on the "
+                         "chosen dimensions (proven: a sound bound, a certified LP bound, or branch and bound over "
+                         "certified LP leaves); nothing is claimed about the inputs themselves")
 CONTINUOUS_GUARANTEE = ("the region is the continuous one each grid spans (pixel family: its manipulated dimensions "
                         "between their smallest and largest grid values, the others at the grid's base point; "
                         "brightness and contrast: the boxes between adjacent images, which hold the continuous path); "
