@@ -60,3 +60,14 @@ def test_recheck_accepts_a_real_counterexample_and_rejects_a_forged_one(tmp_path
 
 def test_sample_sizes_per_suite():
     assert bench_script().sample_sizes(["10", "oval21=3"]) == {None: 10, "oval21": 3}
+
+
+def test_match_runs_only_the_instances_it_names(tmp_path):
+    """--match keeps the instances whose network or property path contains the text."""
+    instances = read_instances(SHARED / "smoke" / "instances.csv")
+    chosen = instances[0].vnnlib.name
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_verify.py"), "--suites", "smoke", "--match",
+                           chosen, "--out", str(tmp_path / "record.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "record.json").read_text())["suites"]["smoke"]["instances"]
+    assert [row["vnnlib"] for row in rows] == [chosen]
