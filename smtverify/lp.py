@@ -268,13 +268,23 @@ class LpRelaxation:
             magnitude[z] += slope * np.abs(part)
         reduced = objective - Aty
         error = gamma_n(self._column_terms) * (np.abs(objective) + magnitude)
-        column_terms = _box_minimum(reduced - error, reduced + error, self.col_lower, self.col_upper)
-        row_bounds = np.where(y > 0, self.row_lower, self.row_upper)
-        row_terms = y * np.where(y != 0, row_bounds, 0.0)
-        terms = np.concatenate([column_terms, row_terms, [constant]])
-        if not np.all(np.isfinite(terms)):
-            return -INF
-        return float(terms.sum() - gamma_n(len(terms) + 2) * np.abs(terms).sum())
+        return weak_duality_bound(reduced, error, self.col_lower, self.col_upper, y, self.row_lower, self.row_upper,
+                                  constant)
+
+
+def weak_duality_bound(reduced: np.ndarray, error: np.ndarray, col_lower: np.ndarray, col_upper: np.ndarray,
+                       y: np.ndarray, row_lower: np.ndarray, row_upper: np.ndarray, constant: float = 0.0) -> float:
+    """The certificate's sum, rounded outward: min over the column box of (c - A^T y) . v, with the
+    reduced costs `reduced` known to within `error` per column, plus y times each row's bound on
+    its side (the lower where y > 0), plus `constant`. A lower bound in exact arithmetic of the
+    objective over every column-box point that meets the rows, whatever y is; -inf where a term
+    is infinite (a multiplier on an unbounded side, a cost on an unbounded column)."""
+    column_terms = _box_minimum(reduced - error, reduced + error, col_lower, col_upper)
+    row_terms = y * np.where(y != 0, np.where(y > 0, row_lower, row_upper), 0.0)
+    terms = np.concatenate([column_terms, row_terms, [constant]])
+    if not np.all(np.isfinite(terms)):
+        return -INF
+    return float(terms.sum() - gamma_n(len(terms) + 2) * np.abs(terms).sum())
 
 
 def tightened(relaxation: LpRelaxation, propagator: BoundPropagator, bounds: ChainBounds, deadline: float

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
 
+from .lp import weak_duality_bound
 from .rounding import gamma_n
 
 INF = float("inf")
@@ -96,15 +97,7 @@ def certified_minimum(p: MixedProgram, c: np.ndarray, y: np.ndarray) -> float:
     reduced = c - p.A.T @ y
     terms_per_column = int(np.diff(p.A.tocsc().indptr).max(initial=0)) + 2
     error = gamma_n(terms_per_column) * (np.abs(c) + abs(p.A).T @ np.abs(y))
-    low, high = reduced - error, reduced + error
-    with np.errstate(invalid="ignore"):
-        corners = np.stack([low * p.col_lower, low * p.col_upper, high * p.col_lower, high * p.col_upper])
-    corners = np.nextafter(np.where(np.isnan(corners), 0.0, corners).min(axis=0), -INF)   # 0 * inf counts as 0
-    row_terms = y * np.where(y != 0, side, 0.0)
-    terms = np.concatenate([corners, row_terms])
-    if not np.all(np.isfinite(terms)):
-        return -INF
-    return float(terms.sum() - gamma_n(len(terms) + 2) * np.abs(terms).sum())
+    return weak_duality_bound(reduced, error, p.col_lower, p.col_upper, y, p.row_lower, p.row_upper)
 
 
 def _highs_lp(p: MixedProgram, c: np.ndarray, seconds: float):
