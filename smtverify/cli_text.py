@@ -78,9 +78,11 @@ def search_text(record: dict[str, Any]) -> str:
         lines.append(f"  {record['reason']}")
     lines.append(f"  guarantee: {record['guarantee']}")
     for h in record["hidden"]:
+        proofs = ", ".join(f"{n} by {kind}" for kind, n in h.get("spurious_proofs", {}).items())
         lines.append(f"  layer {h['layer']}: hidden dims {h['hidden_dims']}, refinement {h['refinement']}, "
-                     f"{h['hidden_candidates']} candidates: {h['confirmed']} confirmed, {h['spurious']} spurious, "
-                     f"{h['unconfirmed']} unconfirmed, {h['unknown']} unknown")
+                     f"{h['hidden_candidates']} candidates: {h['confirmed']} confirmed, {h['spurious']} spurious"
+                     f"{f' ({proofs})' if proofs else ''}, {h['unconfirmed']} unconfirmed, {h['unknown']} unknown; "
+                     f"{h['seconds']:.1f} s")
     for e in record["examples"][:10]:
         lines.append(f"  example{' (between grid points)' if e['off_grid'] else ''}: class {e['new_class']}, {e['l0']} pixels changed {e['changed_dims'][:12]}, "
                      f"L1 {e['l1']:.4g} L2 {e['l2']:.4g} Linf {e['linf']:.4g} -> {e['input_file']}")
