@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smtverify import load_onnx  # noqa: E402
+from smtverify.bench import read_instances  # noqa: E402
 from smtverify.verify import Settings, Verifier  # noqa: E402
 from smtverify.verify.context import Job  # noqa: E402
 from smtverify.verify.objective import UnsafeRows  # noqa: E402
@@ -57,18 +58,17 @@ def main() -> int:
     if not listing.is_file():
         print(f"no suite at {listing.parent}", file=sys.stderr)
         return 2
-    lines = [line.strip().split(",") for line in listing.read_text().splitlines()[1:] if line.strip()]
     rows, verifiers = [], {}
     print(f"{'network':32} {'property':40} {'plain':>9} {'optimised':>9} {'s':>6}")
-    for onnx, vnnlib, *_ in lines:
-        if args.match and args.match not in f"{onnx} {vnnlib}":
+    for instance in read_instances(listing):
+        if args.match and args.match not in f"{instance.onnx} {instance.vnnlib}":
             continue
-        if onnx not in verifiers:
-            verifiers[onnx] = Verifier(load_onnx(SHARED / args.suite / onnx), Settings())
-        found = margins(verifiers[onnx], SHARED / args.suite / vnnlib, args.steps) | {"onnx": onnx, "vnnlib": vnnlib}
-        rows.append(found)
-        print(f"{Path(onnx).name[:32]:32} {Path(vnnlib).name[:40]:40} {found['plain']:9.3f} {found['optimised']:9.3f} "
-              f"{found['plain_s'] + found['optimised_s']:6.1f}", flush=True)
+        if instance.onnx not in verifiers:
+            verifiers[instance.onnx] = Verifier(load_onnx(instance.onnx), Settings())
+        found = margins(verifiers[instance.onnx], instance.vnnlib, args.steps)
+        rows.append(found | {"onnx": instance.onnx.name, "vnnlib": instance.vnnlib.name})
+        print(f"{instance.onnx.name[:32]:32} {instance.vnnlib.name[:40]:40} {found['plain']:9.3f} "
+              f"{found['optimised']:9.3f} {found['plain_s'] + found['optimised_s']:6.1f}", flush=True)
     proven = [sum(r[kind] > 0 for r in rows) for kind in ("plain", "optimised")]
     print(f"proven at the root: plain {proven[0]}, optimised {proven[1]} of {len(rows)}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -236,7 +236,7 @@ class SlopeOptimiser:
                 error.affine(self.propagator.signed(step), k, Lam, const)
                 const = const + Lam @ b
                 Lam = right_product(Lam, W)
-            elif not step.splittable:
+            elif "upper" in step.optimised_sides:
                 Lam, const, seen[k] = self._through_lines(bounds, k, Lam, const, slopes, error)
             else:
                 r = bounds.relaxations[k]
@@ -261,7 +261,7 @@ class SlopeOptimiser:
             if step.linear:
                 W, b = (step.W, step.b) if exact else self._single[k]
                 G = right_product(G, W.T) + b
-            elif not step.splittable:
+            elif "upper" in step.optimised_sides:
                 Lam_out, lower_offset, lower_point, upper_offset, upper_point = seen[k]
                 grad_slopes[k] = np.maximum(Lam_out, 0.0) * (G - lower_point)
                 grad_slopes[upper_key(k)] = np.minimum(Lam_out, 0.0) * (G - upper_point)

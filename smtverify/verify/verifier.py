@@ -106,7 +106,7 @@ class Verifier:
         if not self.chain.splittable:        # no kink to split (Sigmoid, Tanh): Z3 on the whole box is left
             stats.worst_open_margin = round(float(margin), 6)
             return leaves.z3_leaf(job, root, 0, case.box.lower, case.box.upper, deadline)
-        if self.tools.slope_optimiser is not None and settings.relu_split.batched and self.chain.splittable:
+        if self.tools.slope_optimiser is not None and settings.relu_split.batched:
             return relu_split.split_refined(job, root, deadline)
         return lp_split.split(job, rows, root, deadline)
 
